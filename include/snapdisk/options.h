@@ -1,0 +1,47 @@
+// snapdisk/options.h — knobs for opening a store.
+//
+// Options is a plain value; it is read once by Store::Open and not kept.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace snapdisk {
+
+struct Options {
+  // Create the store directory and an empty store if the path holds none.
+  // Default: true. Set false to make a missing store an error (NotFound).
+  bool create_if_missing = true;
+
+  // Size of one block, the unit of the index and of space allocation, in
+  // bytes: a power of two from 16 KiB to 1 MiB. Fixed when the store is
+  // created; ignored when opening an existing store. Default: 64 KiB.
+  // Larger blocks mean fewer index entries (less RAM and faster clones of
+  // fully written images); validity is tracked per 4 KiB inside a block, so
+  // a snapshot still holds only the 4 KiB pieces changed after it.
+  uint32_t block_size = 64 * 1024;
+
+  // RocksDB block cache for the index, in bytes. Default: 32 MiB. The index
+  // of a fully written 32 GiB image is about 40 MiB; a smaller cache costs
+  // reads of index blocks from the page cache, not correctness.
+  std::size_t index_cache_bytes = 32u << 20;
+
+  // RocksDB memtable size, in bytes. Default: 16 MiB. Bounds the memory held
+  // by index updates that are not yet flushed to sorted files.
+  std::size_t index_write_buffer_bytes = 16u << 20;
+
+  // Largest image size accepted, in bytes. Default: 16 TiB. Writes or
+  // truncates beyond it fail with TooLarge (EFBIG).
+  uint64_t max_image_size = uint64_t{16} << 40;
+
+  // Run background reclamation (garbage collection) of blocks that no
+  // snapshot, clone or live image references any more. Default: true.
+  // Tests switch it off to call Store::CollectGarbage() synchronously.
+  bool background_gc = true;
+
+  // Verify the checksum of every 4 KiB piece on read. Default: true.
+  // Turning it off trades silent-corruption detection for a little CPU.
+  bool verify_checksums = true;
+};
+
+}  // namespace snapdisk
