@@ -14,7 +14,7 @@ struct Options {
   bool create_if_missing = true;
 
   // Size of one block, the unit of the index and of space allocation, in
-  // bytes: a power of two from 16 KiB to 1 MiB. Fixed when the store is
+  // bytes: a power of two from 16 KiB to 256 KiB. Fixed when the store is
   // created; ignored when opening an existing store. Default: 64 KiB.
   // Larger blocks mean fewer index entries (less RAM and faster clones of
   // fully written images); validity is tracked per 4 KiB inside a block, so

@@ -1,0 +1,394 @@
+// The data path: resolving a block at a generation, reading it with checksum
+// verification, the copy-on-write / in-place write, durability (sync) and
+// SEEK_DATA / SEEK_HOLE. See docs/format.md for why it is shaped this way.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "checksum.h"
+#include "keys.h"
+#include "store_impl.h"
+
+namespace snapdisk::engine {
+
+namespace {
+constexpr uint64_t kInProgress = std::numeric_limits<uint64_t>::max();
+constexpr uint64_t kMaxChunkBlocks = 64;  // blocks locked and committed together
+
+uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
+  uint64_t hi = last >= 63 ? ~uint64_t{0} : ((uint64_t{1} << (last + 1)) - 1);
+  return hi & ~((uint64_t{1} << first) - 1);
+}
+
+char* ScratchBlock(uint32_t block_size) {
+  thread_local std::vector<char> buf;
+  if (buf.size() < block_size) buf.resize(block_size);
+  return buf.data();
+}
+
+const char* ZeroBlock(uint32_t block_size) {
+  static std::vector<char> zeros(256 * 1024, 0);
+  (void)block_size;
+  return zeros.data();
+}
+}  // namespace
+
+Status StoreImpl::ReadVersion(const std::string& key, VersionRecord* rec, bool* found) {
+  std::string value;
+  rocksdb::Status s = index_.db->Get(rocksdb::ReadOptions(), index_.versions, key, &value);
+  if (s.IsNotFound()) {
+    *found = false;
+    return Status::OK();
+  }
+  SNAPDISK_RETURN_IF_ERROR(FromRocks(s, "read block version"));
+  *found = true;
+  return VersionRecord::Decode(value, pieces_, rec);
+}
+
+Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
+                             uint64_t block) {
+  uint32_t i = 0;
+  while (i < pieces_) {
+    if (!(mask >> i & 1)) { ++i; continue; }
+    uint32_t j = i;
+    while (j + 1 < pieces_ && (mask >> (j + 1) & 1)) ++j;
+    char* dst = buf + size_t{i} * kSubBlockSize;
+    SNAPDISK_RETURN_IF_ERROR(data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, dst));
+    if (options_.verify_checksums) {
+      for (uint32_t p = i; p <= j; ++p) {
+        if (PieceChecksum(buf + size_t{p} * kSubBlockSize) != rec.crc[p])
+          return Status::Corruption(fmt::format(
+              "checksum mismatch in image {} block {} piece {} (data slot {}): the stored data "
+              "is damaged; nothing was returned. Run 'snapdisk scrub' to list damaged blocks",
+              PathOf(image), block, p, rec.slot));
+      }
+    }
+    i = j + 1;
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
+                            uint64_t* stored) {
+  *stored = 0;
+  ImageState* cur = &img;
+  std::shared_ptr<ImageState> hold;  // keeps a base image's state alive while we read it
+  uint64_t g = gen;
+  uint64_t cut = std::numeric_limits<uint64_t>::max();  // bytes at and past it read as zeros
+  const uint64_t block_start = block * block_size_;
+  rocksdb::ReadOptions ro;
+  ro.prefix_same_as_start = true;
+  while (want) {
+    auto view = cur->View();
+    const EpochRt& ep = view->EpochFor(g);
+    std::string prefix = keys::BlockPrefix(cur->id, block);
+    std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+    for (it->Seek(keys::Version(cur->id, block, g)); it->Valid() && want; it->Next()) {
+      if (!it->key().starts_with(prefix)) break;
+      keys::VersionKey vk;
+      if (!keys::ParseVersion(it->key().ToStringView(), &vk)) return Status::Corruption("damaged version key");
+      if (vk.generation < ep.e.start_gen) break;
+      VersionRecord rec;
+      SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces_, &rec));
+      uint64_t m = rec.present & want;
+      if (!m) continue;
+      uint64_t dm = m & rec.data;
+      if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, cur->id, block));
+      if (buf)
+        for (uint32_t p = 0; p < pieces_; ++p)
+          if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+      *stored |= dm;
+      want &= ~m;
+    }
+    SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
+    if (!want) break;
+    if (!ep.base) break;
+    // Only the base's first base_limit bytes show through.
+    uint64_t limit = ep.e.base_limit;
+    if (limit <= block_start) break;
+    if (limit < block_start + block_size_) {
+      uint64_t rel = limit - block_start;
+      uint32_t first_gone = static_cast<uint32_t>((rel + kSubBlockSize - 1) / kSubBlockSize);
+      if (first_gone < pieces_) want &= ~MaskRange(first_gone, pieces_ - 1);
+      if (rel % kSubBlockSize && (want >> (rel / kSubBlockSize) & 1)) cut = std::min(cut, limit);
+    }
+    hold = ep.base;
+    cur = hold.get();
+    g = ep.e.base_gen;
+  }
+  if (buf) {
+    for (uint32_t p = 0; p < pieces_; ++p)
+      if (want >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+    if (cut < block_start + block_size_) {
+      uint64_t rel = cut - block_start;
+      uint64_t piece_end = (rel / kSubBlockSize + 1) * kSubBlockSize;
+      std::memset(buf + rel, 0, piece_end - rel);
+    }
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
+                            size_t len, char* buf) {
+  if (offset >= size) return Status::OK();
+  len = static_cast<size_t>(std::min<uint64_t>(len, size - offset));
+  std::shared_lock<std::shared_mutex> io;
+  if (live) io = std::shared_lock(img.io_mu);
+  if (live) gen = img.View()->live_gen;
+  char* scratch = ScratchBlock(block_size_);
+  size_t done = 0;
+  while (done < len) {
+    uint64_t pos = offset + done;
+    uint64_t block = pos / block_size_;
+    uint32_t in = static_cast<uint32_t>(pos % block_size_);
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(block_size_ - in, len - done));
+    uint64_t want = MaskRange(in / kSubBlockSize, (in + n - 1) / kSubBlockSize);
+    uint64_t stored = 0;
+    {
+      std::unique_lock<std::mutex> stripe;
+      if (live) stripe = std::unique_lock(img.StripeFor(block));
+      SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, want, scratch, &stored));
+    }
+    std::memcpy(buf + done, scratch + in, n);
+    done += n;
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
+                             const char* data, uint32_t len, rocksdb::WriteBatch* batch,
+                             std::vector<std::string>* marked) {
+  const std::string key = keys::Version(img.id, block, live_gen);
+  VersionRecord rec;
+  bool exists = false;
+  SNAPDISK_RETURN_IF_ERROR(ReadVersion(key, &rec, &exists));
+  if (!exists) {
+    rec = VersionRecord();
+    rec.crc.assign(pieces_, 0);
+  }
+
+  // Assemble the touched 4 KiB pieces; partial pieces need their current bytes.
+  const uint32_t first = off / kSubBlockSize, last = (off + len - 1) / kSubBlockSize;
+  const uint64_t touched = MaskRange(first, last);
+  char* piece_buf = ScratchBlock(block_size_);
+  uint64_t partial = 0;
+  if (off % kSubBlockSize) partial |= uint64_t{1} << first;
+  if ((off + len) % kSubBlockSize) partial |= uint64_t{1} << last;
+  uint64_t current_stored = 0;
+  if (partial || !exists) {
+    // Reading the touched pieces also tells whether anything is stored there
+    // (an all-zero write over nothing stores nothing, not even a record).
+    std::vector<char> cur(block_size_);
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, partial ? partial : (exists ? 0 : touched),
+                                       partial ? cur.data() : nullptr, &current_stored));
+    if (partial) {
+      for (uint32_t p = first; p <= last; ++p)
+        if (partial >> p & 1)
+          std::memcpy(piece_buf + size_t{p} * kSubBlockSize, cur.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
+      if (!exists) {
+        uint64_t whole = touched & ~partial;
+        uint64_t st2 = 0;
+        if (whole) SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, whole, nullptr, &st2));
+        current_stored |= st2;
+      }
+    }
+  }
+  std::memcpy(piece_buf + off, data, len);
+
+  uint64_t nonzero = 0;
+  for (uint32_t p = first; p <= last; ++p)
+    if (!IsZeroPiece(piece_buf + size_t{p} * kSubBlockSize)) nonzero |= uint64_t{1} << p;
+
+  if (!exists && nonzero == 0 && (current_stored & touched) == 0) return Status::OK();
+
+  // Overwriting or punching bytes of this version in place: leave a durable
+  // trace first, so that a crash in the middle is repaired (store_open.cpp)
+  // instead of surfacing as a checksum error.
+  const uint64_t in_place = touched & rec.data;
+  if (exists && in_place) {
+    std::lock_guard l(img.dirty_mu);
+    auto [it, inserted] = img.dirty.try_emplace(key, kInProgress);
+    if (inserted) {
+      rocksdb::Status s = index_.db->Put(rocksdb::WriteOptions(), index_.dirty, key, "");
+      if (!s.ok()) {
+        img.dirty.erase(it);
+        return FromRocks(s, "mark block dirty");
+      }
+    } else {
+      it->second = kInProgress;
+    }
+    marked->push_back(key);
+  }
+
+  if (nonzero && rec.slot == kNoSlot) rec.slot = slots_.Allocate();
+  uint32_t p = first;
+  while (p <= last) {
+    if (!(nonzero >> p & 1)) { ++p; continue; }
+    uint32_t q = p;
+    while (q + 1 <= last && (nonzero >> (q + 1) & 1)) ++q;
+    SNAPDISK_RETURN_IF_ERROR(data_.Write(rec.slot, p * kSubBlockSize,
+                                         piece_buf + size_t{p} * kSubBlockSize, (q - p + 1) * kSubBlockSize));
+    for (uint32_t r = p; r <= q; ++r) rec.crc[r] = PieceChecksum(piece_buf + size_t{r} * kSubBlockSize);
+    p = q + 1;
+  }
+  const uint64_t punched = touched & ~nonzero & rec.data;
+  for (uint32_t r = first; r <= last; ++r) {
+    if (!(punched >> r & 1)) continue;
+    SNAPDISK_RETURN_IF_ERROR(data_.Punch(rec.slot, r * kSubBlockSize, kSubBlockSize));
+    rec.crc[r] = 0;
+  }
+  rec.data = (rec.data & ~touched) | nonzero;
+  rec.present |= touched;
+  batch->Put(index_.versions, key, rec.Encode());
+  return Status::OK();
+}
+
+Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len, bool zeros) {
+  SNAPDISK_RETURN_IF_ERROR(Writable());
+  if (len == 0) return Status::OK();
+  if (offset > options_.max_image_size || len > options_.max_image_size - offset)
+    return Status::TooLarge(fmt::format("write ends at {} bytes, past the image size limit of {} bytes",
+                                        offset + len, options_.max_image_size));
+  std::shared_lock io(img.io_mu);
+  const uint64_t live_gen = img.View()->live_gen;
+  uint64_t done = 0;
+  while (done < len) {
+    const uint64_t pos = offset + done;
+    const uint64_t first_block = pos / block_size_;
+    const uint64_t end = std::min(offset + len, (first_block + kMaxChunkBlocks) * block_size_);
+    const uint64_t last_block = (end - 1) / block_size_;
+    // Lock the stripes of this chunk's blocks in ascending stripe order.
+    std::vector<size_t> stripes;
+    for (uint64_t b = first_block; b <= last_block; ++b) stripes.push_back(b % ImageState::kStripes);
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (size_t s : stripes) locks.emplace_back(img.stripes[s]);
+
+    rocksdb::WriteBatch batch;
+    std::vector<std::string> marked;
+    uint64_t p = pos;
+    while (p < end) {
+      uint64_t block = p / block_size_;
+      uint32_t in = static_cast<uint32_t>(p % block_size_);
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(block_size_ - in, end - p));
+      const char* src = zeros ? ZeroBlock(block_size_) : data + (p - offset);
+      SNAPDISK_RETURN_IF_ERROR(WriteBlock(img, live_gen, block, in, src, n, &batch, &marked));
+      p += n;
+    }
+    if (batch.Count() > 0) SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
+    {
+      // The in-place writes of this chunk are complete and indexed.
+      std::lock_guard l(img.dirty_mu);
+      uint64_t seq = ++write_seq_;
+      for (const std::string& k : marked) img.dirty[k] = seq;
+    }
+    done = end - offset;
+  }
+  img.change_seq.fetch_add(1);
+  if (!zeros && offset + len > img.size.load()) {
+    std::lock_guard l(meta_mu_);
+    auto it = nodes_.find(img.id);
+    if (it != nodes_.end() && offset + len > it->second.size) {
+      it->second.size = offset + len;
+      it->second.mtime = it->second.ctime = NowTimestamp();
+      img.size = offset + len;
+      rocksdb::WriteBatch b;
+      PutNode(&b, it->second);
+      SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, "grow image"));
+    }
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::SyncImage(ImageState& img) {
+  SNAPDISK_RETURN_IF_ERROR(Writable());
+  const uint64_t seq = write_seq_.load();
+  // Data first, then the index: a synced record never names unsynced data.
+  Status st = data_.Sync();
+  if (st.ok()) st = FromRocks(index_.db->SyncWAL(), "sync index log");
+  if (!st.ok()) {
+    failed_sync_ = true;
+    return st;
+  }
+  // Versions whose in-place writes all completed before this sync are now
+  // consistent on disk: drop their dirty markers.
+  std::vector<std::string> done;
+  {
+    std::lock_guard l(img.dirty_mu);
+    for (const auto& [k, v] : img.dirty)
+      if (v <= seq) done.push_back(k);
+  }
+  for (const std::string& k : done) {
+    keys::VersionKey vk;
+    keys::ParseVersion(k, &vk);
+    std::lock_guard stripe(img.StripeFor(vk.block));
+    std::lock_guard l(img.dirty_mu);
+    auto it = img.dirty.find(k);
+    if (it == img.dirty.end() || it->second > seq) continue;
+    SNAPDISK_RETURN_IF_ERROR(FromRocks(index_.db->Delete(rocksdb::WriteOptions(), index_.dirty, k), "clear dirty marker"));
+    img.dirty.erase(it);
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
+                            SeekWhence whence, uint64_t* result) {
+  if (offset >= size) return Status::OutOfRange("seek offset is at or past the end of the image");
+  const uint64_t nblocks = (size + block_size_ - 1) / block_size_;
+  uint64_t block = offset / block_size_;
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  while (block < nblocks) {
+    if (whence == SeekWhence::kData) {
+      // Skip ahead to the next block any level of the image's chain has a version of.
+      uint64_t next = nblocks;
+      ImageState* cur = &img;
+      std::shared_ptr<ImageState> hold;
+      uint64_t g = gen, limit_blocks = nblocks;
+      while (cur) {
+        auto view = cur->View();
+        const EpochRt& ep = view->EpochFor(g);
+        std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+        for (it->Seek(keys::Version(cur->id, block, std::numeric_limits<uint64_t>::max())); it->Valid(); it->Next()) {
+          keys::VersionKey vk;
+          if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.image != cur->id) break;
+          if (vk.block >= std::min(next, limit_blocks)) break;
+          if (vk.generation <= g && vk.generation >= ep.e.start_gen) {
+            next = vk.block;
+            break;
+          }
+        }
+        if (!ep.base) break;
+        limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
+        hold = ep.base;
+        cur = hold.get();
+        g = ep.e.base_gen;
+      }
+      if (next >= nblocks) return Status::OutOfRange("no data past the offset");
+      block = std::max(block, next);
+    }
+    uint64_t stored = 0;
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, MaskRange(0, pieces_ - 1), nullptr, &stored));
+    uint32_t from = block == offset / block_size_ ? static_cast<uint32_t>((offset % block_size_) / kSubBlockSize) : 0;
+    for (uint32_t p = from; p < pieces_; ++p) {
+      bool has = stored >> p & 1;
+      if ((whence == SeekWhence::kData) == has) {
+        uint64_t at = std::max(offset, block * block_size_ + uint64_t{p} * kSubBlockSize);
+        if (at >= size) break;
+        *result = at;
+        return Status::OK();
+      }
+    }
+    ++block;
+  }
+  if (whence == SeekWhence::kHole) {
+    *result = size;
+    return Status::OK();
+  }
+  return Status::OutOfRange("no data past the offset");
+}
+
+}  // namespace snapdisk::engine

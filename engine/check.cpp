@@ -1,0 +1,70 @@
+// Store::Check: verifies every stored piece's checksum and the index's own
+// consistency (each slot named once, versions belong to known images).
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "checksum.h"
+#include "keys.h"
+#include "store_impl.h"
+
+namespace snapdisk::engine {
+
+Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, uint64_t)>& progress) {
+  *report = CheckReport();
+  std::unordered_set<NodeId> images;
+  {
+    std::lock_guard l(meta_mu_);
+    for (const auto& [id, r] : nodes_)
+      if (r.kind == NodeKind::kImage) images.insert(id);
+  }
+  const uint64_t total = slots_.used();
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+  std::unordered_set<uint64_t> seen_slots;
+  std::vector<char> piece(kSubBlockSize);
+  auto problem = [&](std::string line) {
+    if (report->problems.size() < 1000) report->problems.push_back(std::move(line));
+  };
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    keys::VersionKey vk;
+    if (!keys::ParseVersion(it->key().ToStringView(), &vk)) {
+      ++report->index_errors;
+      problem("a block version key has a bad length");
+      continue;
+    }
+    VersionRecord rec;
+    if (!VersionRecord::Decode(it->value().ToStringView(), pieces_, &rec).ok()) {
+      ++report->index_errors;
+      problem(fmt::format("image {} block {} generation {}: damaged version record", vk.image, vk.block, vk.generation));
+      continue;
+    }
+    ++report->versions_checked;
+    if (!images.count(vk.image)) {
+      ++report->index_errors;
+      problem(fmt::format("block {} generation {} belongs to unknown image {}", vk.block, vk.generation, vk.image));
+    }
+    if (rec.slot == kNoSlot) continue;
+    if (!seen_slots.insert(rec.slot).second) {
+      ++report->index_errors;
+      problem(fmt::format("data slot {} is named by more than one block version", rec.slot));
+    }
+    for (uint32_t p = 0; p < pieces_; ++p) {
+      if (!(rec.data >> p & 1)) continue;
+      Status s = data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data());
+      if (!s.ok() || PieceChecksum(piece.data()) != rec.crc[p]) {
+        ++report->checksum_errors;
+        problem(fmt::format("{} block {} piece {} (generation {}, slot {}): {}", PathOf(vk.image), vk.block, p,
+                            vk.generation, rec.slot, s.ok() ? "checksum mismatch" : s.ToString()));
+      }
+      report->bytes_verified += kSubBlockSize;
+    }
+    if (progress && report->versions_checked % 1024 == 0) progress(report->versions_checked, total);
+  }
+  SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
+  if (progress) progress(report->versions_checked, total);
+  return Status::OK();
+}
+
+}  // namespace snapdisk::engine

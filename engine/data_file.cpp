@@ -1,0 +1,136 @@
+// Block data file I/O and slot allocation (see data_file.h).
+#include "data_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace snapdisk::engine {
+
+namespace {
+Status FromErrno(int err, const std::string& what) {
+  std::string msg = fmt::format("{}: {}", what, std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return Status::NoSpace(msg + " (free space in the store's file system)");
+  return Status::IOError(msg);
+}
+}  // namespace
+
+DataFile::~DataFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status DataFile::Open(const std::string& path, uint32_t block_size) {
+  path_ = path;
+  block_size_ = block_size;
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) return FromErrno(errno, "open " + path);
+  return Status::OK();
+}
+
+Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf) const {
+  off_t pos = static_cast<off_t>(slot * block_size_ + offset);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd_, buf + done, len - done, pos + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FromErrno(errno, fmt::format("read slot {} of {}", slot, path_));
+    }
+    if (n == 0) {  // past EOF: a punched tail reads as zeros
+      std::memset(buf + done, 0, len - done);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len) {
+  off_t pos = static_cast<off_t>(slot * block_size_ + offset);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pwrite(fd_, data + done, len - done, pos + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FromErrno(errno, fmt::format("write slot {} of {}", slot, path_));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+Status DataFile::Punch(uint64_t slot, uint32_t offset, uint32_t len) {
+  off_t pos = static_cast<off_t>(slot * block_size_ + offset);
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len) != 0) {
+    if (errno == EOPNOTSUPP) {  // file system without hole punching: zero instead
+      std::vector<char> zeros(len, 0);
+      return Write(slot, offset, zeros.data(), len);
+    }
+    return FromErrno(errno, fmt::format("punch slot {} of {}", slot, path_));
+  }
+  return Status::OK();
+}
+
+Status DataFile::Sync() {
+  if (::fdatasync(fd_) != 0) return FromErrno(errno, "fdatasync " + path_);
+  return Status::OK();
+}
+
+uint64_t DataFile::AllocatedBytes() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+void SlotAllocator::MarkUsed(uint64_t slot) {
+  std::lock_guard lock(mu_);
+  if (slot >= used_.size()) used_.resize(std::max<uint64_t>(slot + 1, used_.size() * 2), false);
+  used_[slot] = true;
+  high_water_ = std::max(high_water_, slot + 1);
+  ++in_use_;
+}
+
+void SlotAllocator::Finish() {
+  std::lock_guard lock(mu_);
+  free_.clear();
+  // Highest first, so that Allocate (which pops from the back) reuses low slots.
+  for (uint64_t s = high_water_; s-- > 0;)
+    if (!used_[s]) free_.push_back(s);
+  used_.clear();
+  used_.shrink_to_fit();
+}
+
+uint64_t SlotAllocator::Allocate() {
+  std::lock_guard lock(mu_);
+  ++in_use_;
+  if (!free_.empty()) {
+    uint64_t s = free_.back();
+    free_.pop_back();
+    return s;
+  }
+  return high_water_++;
+}
+
+void SlotAllocator::Free(uint64_t slot) {
+  std::lock_guard lock(mu_);
+  --in_use_;
+  free_.push_back(slot);
+}
+
+uint64_t SlotAllocator::high_water() const {
+  std::lock_guard lock(mu_);
+  return high_water_;
+}
+
+uint64_t SlotAllocator::used() const {
+  std::lock_guard lock(mu_);
+  return in_use_;
+}
+
+}  // namespace snapdisk::engine

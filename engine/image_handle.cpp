@@ -1,0 +1,113 @@
+// ImageHandle: an open live image or frozen snapshot view (see image.h).
+#include <fmt/format.h>
+
+#include "store_impl.h"
+
+namespace snapdisk::engine {
+
+namespace {
+
+class ImageHandleImpl final : public ImageHandle {
+ public:
+  ImageHandleImpl(StoreImpl* store, std::shared_ptr<ImageState> img, SnapshotId snap, uint64_t gen,
+                  uint64_t snap_size, bool writable)
+      : store_(store), img_(std::move(img)), snap_(snap), gen_(gen), snap_size_(snap_size),
+        writable_(writable) {}
+
+  ~ImageHandleImpl() override { store_->ReleaseHandle(img_, writable_, snap_ == kLive, snap_ == kLive ? 0 : gen_); }
+
+  Status Read(uint64_t offset, size_t len, char* buf, size_t* bytes_read) override {
+    uint64_t size = Size();
+    *bytes_read = offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(len, size - offset));
+    if (*bytes_read == 0) return Status::OK();
+    return store_->ReadRange(*img_, gen_, snap_ == kLive, size, offset, *bytes_read, buf);
+  }
+
+  Status Write(uint64_t offset, const char* data, size_t len) override {
+    SNAPDISK_RETURN_IF_ERROR(CheckWritable());
+    return store_->WriteRange(*img_, offset, data, len, false);
+  }
+
+  Status Discard(uint64_t offset, uint64_t len) override {
+    SNAPDISK_RETURN_IF_ERROR(CheckWritable());
+    uint64_t size = img_->size.load();
+    if (offset >= size) return Status::OK();
+    len = std::min(len, size - offset);
+    return store_->WriteRange(*img_, offset, nullptr, len, true);
+  }
+
+  Status Sync() override {
+    if (snap_ != kLive) return Status::OK();  // nothing of a frozen view can be unsynced
+    return store_->SyncImage(*img_);
+  }
+
+  Status Seek(uint64_t offset, SeekWhence whence, uint64_t* result) override {
+    uint64_t gen = snap_ == kLive ? img_->View()->live_gen : gen_;
+    return store_->SeekRange(*img_, gen, Size(), offset, whence, result);
+  }
+
+  uint64_t Size() const override { return snap_ == kLive ? img_->size.load() : snap_size_; }
+  NodeId node() const override { return img_->id; }
+  uint64_t snapshot() const override { return snap_; }
+  bool read_only() const override { return !writable_; }
+
+ private:
+  Status CheckWritable() const {
+    if (snap_ != kLive) return Status::ReadOnly("a snapshot's frozen view is read-only");
+    if (!writable_) return Status::ReadOnly("image handle was opened read-only");
+    return Status::OK();
+  }
+
+  StoreImpl* const store_;
+  const std::shared_ptr<ImageState> img_;
+  const SnapshotId snap_;
+  const uint64_t gen_;
+  const uint64_t snap_size_;
+  const bool writable_;
+};
+
+}  // namespace
+
+Status StoreImpl::OpenImage(NodeId image, SnapshotId snapshot, bool writable,
+                            std::unique_ptr<ImageHandle>* handle) {
+  std::lock_guard l(meta_mu_);
+  NodeRecord* rec = nullptr;
+  SNAPDISK_RETURN_IF_ERROR(ImageLocked(image, &rec));
+  auto st = StateLocked(image);
+  uint64_t gen = 0, size = 0;
+  if (snapshot != kLive) {
+    auto it = snapshots_.find(snapshot);
+    if (it == snapshots_.end() || it->second.image != image)
+      return Status::NotFound(fmt::format("no snapshot {} of image {}", snapshot, PathOf(image)));
+    if (writable) return Status::ReadOnly("snapshot '" + it->second.name + "' is read-only");
+    gen = it->second.generation;
+    size = it->second.size;
+    st->pinned_gens.insert(gen);
+  } else if (writable) {
+    SNAPDISK_RETURN_IF_ERROR(Writable());
+    ++st->open_writers;
+  }
+  ++st->open_handles;
+  *handle = std::make_unique<ImageHandleImpl>(this, st, snapshot, gen, size, writable && snapshot == kLive);
+  return Status::OK();
+}
+
+void StoreImpl::ReleaseHandle(const std::shared_ptr<ImageState>& img, bool writer, bool live,
+                              uint64_t pinned_gen) {
+  bool collect = false;
+  {
+    std::lock_guard l(meta_mu_);
+    --img->open_handles;
+    if (writer) --img->open_writers;
+    if (!live) {
+      auto it = img->pinned_gens.find(pinned_gen);
+      if (it != img->pinned_gens.end()) img->pinned_gens.erase(it);
+      collect = true;  // its snapshot may have been deleted while open
+    }
+    auto n = nodes_.find(img->id);
+    if (n != nodes_.end() && !n->second.linked) collect = true;
+  }
+  if (collect) ScheduleGc(img->id);
+}
+
+}  // namespace snapdisk::engine

@@ -1,0 +1,119 @@
+// RocksDB setup for the index (see index_db.h and docs/format.md).
+#include "index_db.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
+
+#include <vector>
+
+#include "keys.h"
+
+namespace snapdisk::engine {
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return Status::OK();
+  std::string msg = what + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::NotFound(msg);
+  if (s.IsCorruption()) return Status::Corruption(msg);
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace)
+    return Status::NoSpace(msg + " (free space in the store's file system)");
+  if (s.IsBusy() || s.IsTryAgain()) return Status::Busy(msg);
+  if (s.IsInvalidArgument()) return Status::Corruption(msg);
+  return Status::IOError(msg);
+}
+
+IndexDb::~IndexDb() { (void)Close(); }
+
+Status IndexDb::Close() {
+  if (!db) return Status::OK();
+  for (auto* h : {nodes, snapshots, versions, dirty})
+    if (h) db->DestroyColumnFamilyHandle(h);
+  nodes = snapshots = versions = dirty = nullptr;
+  meta = nullptr;
+  rocksdb::Status s = db->Close();
+  db.reset();
+  return FromRocks(s, "close index");
+}
+
+Status IndexDb::Open(const std::string& path, const Options& options, bool create) {
+  rocksdb::Options dbo;
+  dbo.create_if_missing = create;
+  dbo.create_missing_column_families = create;
+  dbo.error_if_exists = false;
+  dbo.paranoid_checks = true;
+  dbo.max_background_jobs = 2;
+  dbo.max_open_files = 512;
+  dbo.keep_log_file_num = 4;
+  dbo.max_log_file_size = 4 << 20;
+  dbo.max_total_wal_size = 64 << 20;
+  dbo.avoid_flush_during_shutdown = false;
+  // Everything the engine writes goes through the WAL: a Put is in the
+  // kernel before it returns (survives kill -9); fsync syncs the WAL.
+  dbo.manual_wal_flush = false;
+
+  auto cache = rocksdb::NewLRUCache(options.index_cache_bytes);
+  auto table_options = [&](bool bloom) {
+    rocksdb::BlockBasedTableOptions t;
+    t.block_cache = cache;
+    t.cache_index_and_filter_blocks = true;
+    t.pin_l0_filter_and_index_blocks_in_cache = true;
+    if (bloom) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+    return t;
+  };
+
+  rocksdb::ColumnFamilyOptions small;
+  small.write_buffer_size = 4 << 20;
+  small.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options(false)));
+
+  rocksdb::ColumnFamilyOptions ver;
+  ver.write_buffer_size = options.index_write_buffer_bytes;
+  ver.max_write_buffer_number = 2;
+  ver.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(keys::kVersionPrefixSize));
+  ver.memtable_prefix_bloom_size_ratio = 0.1;
+  ver.memtable_whole_key_filtering = true;
+  auto vt = table_options(true);
+  vt.whole_key_filtering = true;
+  ver.table_factory.reset(rocksdb::NewBlockBasedTableFactory(vt));
+  ver.compression = rocksdb::kNoCompression;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, small},
+      {"nodes", small},
+      {"snapshots", small},
+      {"versions", ver},
+      {"dirty", small},
+  };
+  if (!create) {
+    // Refuse a foreign RocksDB directory clearly instead of adding our
+    // column families to someone else's database.
+    std::vector<std::string> existing;
+    rocksdb::Status ls = rocksdb::DB::ListColumnFamilies(dbo, path, &existing);
+    if (!ls.ok()) return FromRocks(ls, "read index at " + path);
+    for (const auto& d : cfs) {
+      bool found = false;
+      for (const auto& e : existing) found |= (e == d.name);
+      if (!found)
+        return Status::Corruption("index at " + path + " has no column family '" + d.name +
+                                  "': not a snapdisk store");
+    }
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(dbo, path, cfs, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "open index at " + path);
+  db.reset(raw);
+  meta = handles[0];
+  nodes = handles[1];
+  snapshots = handles[2];
+  versions = handles[3];
+  dirty = handles[4];
+  // The default column family's handle is owned by the DB; keep ours out of
+  // Close()'s destroy list by not storing it anywhere else.
+  db->DestroyColumnFamilyHandle(handles[0]);
+  meta = db->DefaultColumnFamily();
+  return Status::OK();
+}
+
+}  // namespace snapdisk::engine

@@ -1,0 +1,90 @@
+// In-memory forms of the index's records and their value encodings.
+// The byte layouts are documented in docs/format.md; every Decode rejects a
+// value it cannot fully parse (Corruption), so a damaged index is refused
+// instead of being half-read.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "snapdisk/image.h"
+#include "snapdisk/snapshot.h"
+#include "snapdisk/status.h"
+
+namespace snapdisk::engine {
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kSubBlockSize = 4096;  // validity / checksum granularity
+constexpr uint64_t kNoSlot = ~uint64_t{0};
+
+struct FormatRecord {
+  uint32_t version = kFormatVersion;
+  uint32_t block_size = 0;
+  std::string Encode() const;
+  static Status Decode(std::string_view v, FormatRecord* out);
+};
+
+struct Counters {
+  uint64_t next_node = 2;  // 1 is the root directory
+  uint64_t next_snapshot = 1;
+  std::string Encode() const;
+  static Status Decode(std::string_view v, Counters* out);
+};
+
+// A range of an image's generations that shares one fallback. Reading the
+// image at generation G uses the last epoch with start_gen <= G: versions of
+// this image with generation in [start_gen, G], then (where none covers a
+// piece) the image `base_image` read at `base_gen`, but only below
+// `base_limit` bytes. A fresh image has one epoch {1, 0, 0, 0}; a clone's
+// first epoch points at its source; rollback and shrink append an epoch whose
+// base is the image itself at an older generation. This is what makes clone,
+// rollback and shrink constant-time.
+struct Epoch {
+  uint64_t start_gen = 1;
+  uint64_t base_image = 0;  // 0: no fallback (zeros)
+  uint64_t base_gen = 0;
+  uint64_t base_limit = 0;  // bytes of the base that show through
+};
+
+struct NodeRecord {
+  NodeId id = 0;
+  NodeId parent = 0;
+  std::string name;
+  NodeKind kind = NodeKind::kImage;
+  uint32_t mode = 0, uid = 0, gid = 0;
+  Timestamp atime, mtime, ctime;
+  bool linked = true;  // false: removed from the namespace, kept for clones/handles
+  std::map<std::string, std::string> xattrs;
+  // Images only:
+  uint64_t size = 0;
+  uint64_t live_gen = 1;
+  std::vector<Epoch> epochs;
+  bool is_clone = false;
+  NodeId origin_image = 0;
+  std::string origin_image_name, origin_snapshot_name;
+
+  std::string Encode() const;
+  static Status Decode(std::string_view v, NodeRecord* out);
+};
+
+std::string EncodeSnapshot(const SnapshotInfo& s);
+Status DecodeSnapshot(std::string_view v, SnapshotInfo* out);
+
+// One stored version of one block. `present` has a bit per 4 KiB piece that
+// this version defines; `data` the subset whose bytes are in the slot (the
+// rest of `present` reads as zeros and stores nothing). crc[i] is the
+// checksum of piece i when data bit i is set.
+struct VersionRecord {
+  uint64_t slot = kNoSlot;
+  uint64_t present = 0;
+  uint64_t data = 0;
+  std::vector<uint32_t> crc;  // one per piece of the block
+
+  std::string Encode() const;
+  static Status Decode(std::string_view v, uint32_t pieces, VersionRecord* out);
+};
+
+}  // namespace snapdisk::engine

@@ -1,0 +1,238 @@
+// StoreImpl: the engine behind the public Store interface.
+//
+// State and locks (lock order: an image's io_mu, then its block stripes in
+// ascending order, then meta_mu_; view_mu and dirty_mu are leaves):
+// - meta_mu_ guards the namespace and snapshot maps below (nodes_, children_,
+//   snapshots_, by_name_) and ImageState::open_* counters. Critical sections
+//   are short and never do data I/O; they may do one RocksDB write.
+// - ImageState::io_mu: data operations take it shared; operations that change
+//   an image's generation or epochs (snapshot, rollback, shrink, clone of a
+//   live image) take it exclusive, which briefly waits for in-flight writes.
+// - ImageState::stripes[b % kStripes] orders reads and writes of block b of
+//   the live image (an in-place overwrite must not race a checksum check).
+// - ImageState::view_mu guards the published view (generation, epochs) that
+//   readers of other images (clones) use without taking io_mu.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "data_file.h"
+#include "index_db.h"
+#include "records.h"
+#include "snapdisk/store.h"
+
+namespace snapdisk::engine {
+
+struct ImageState;
+
+// An epoch with its base image resolved to a live pointer.
+struct EpochRt {
+  Epoch e;
+  std::shared_ptr<ImageState> base;
+};
+
+struct ImageView {
+  uint64_t live_gen = 1;
+  std::vector<EpochRt> epochs;
+  const EpochRt& EpochFor(uint64_t gen) const;
+};
+
+struct ImageState {
+  static constexpr size_t kStripes = 64;
+  explicit ImageState(NodeId id) : id(id) {}
+  const NodeId id;
+
+  std::shared_mutex io_mu;
+  std::array<std::mutex, kStripes> stripes;
+  std::mutex& StripeFor(uint64_t block) { return stripes[block % kStripes]; }
+
+  std::atomic<uint64_t> size{0};
+  std::atomic<uint64_t> change_seq{0};  // bumped by every data change (for cp continuation)
+
+  // Published view; replaced (never mutated) under view_mu.
+  std::shared_ptr<const ImageView> View() const {
+    std::lock_guard l(view_mu);
+    return view;
+  }
+  void Publish(std::shared_ptr<const ImageView> v) {
+    std::lock_guard l(view_mu);
+    view = std::move(v);
+  }
+
+  // Versions overwritten in place since the last sync: key -> write seq.
+  std::mutex dirty_mu;
+  std::map<std::string, uint64_t> dirty;
+
+  // Guarded by StoreImpl::meta_mu_.
+  int open_handles = 0;
+  int open_writers = 0;
+  std::multiset<uint64_t> pinned_gens;  // snapshot handles keep their generation alive
+  // cp continuation: this image is an untouched clone of (src, gen).
+  NodeId clone_src = 0;
+  uint64_t clone_src_seq = 0, clone_own_seq = 0;
+  SnapshotId clone_snap = 0;
+
+ private:
+  mutable std::mutex view_mu;
+  std::shared_ptr<const ImageView> view;
+};
+
+class StoreImpl final : public Store {
+ public:
+  StoreImpl(const Options& options, std::string path);
+  ~StoreImpl() override;
+
+  Status OpenStore();
+
+  // Store interface.
+  Status Lookup(NodeId parent, std::string_view name, NodeAttr* attr) override;
+  Status GetAttr(NodeId node, NodeAttr* attr) override;
+  Status SetAttr(NodeId node, const AttrChange& change, NodeAttr* attr) override;
+  Status CreateImage(NodeId parent, std::string_view name, uint32_t mode, uint32_t uid,
+                     uint32_t gid, NodeAttr* attr) override;
+  Status MakeDirectory(NodeId parent, std::string_view name, uint32_t mode, uint32_t uid,
+                       uint32_t gid, NodeAttr* attr) override;
+  Status RemoveImage(NodeId parent, std::string_view name, bool cascade) override;
+  Status RemoveDirectory(NodeId parent, std::string_view name) override;
+  Status Rename(NodeId parent, std::string_view name, NodeId new_parent,
+                std::string_view new_name, bool no_replace) override;
+  Status ReadDirectory(NodeId dir, std::vector<DirEntry>* entries) override;
+  Status Parent(NodeId node, NodeId* parent) override;
+  std::string PathOf(NodeId node) override;
+  Status GetXattr(NodeId node, std::string_view name, std::string* value) override;
+  Status SetXattr(NodeId node, std::string_view name, std::string_view value, bool create_only,
+                  bool replace_only) override;
+  Status ListXattr(NodeId node, std::vector<std::string>* names) override;
+  Status RemoveXattr(NodeId node, std::string_view name) override;
+
+  Status OpenImage(NodeId image, SnapshotId snapshot, bool writable,
+                   std::unique_ptr<ImageHandle>* handle) override;
+  Status CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) override;
+  Status CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset, NodeId dst,
+                   uint64_t dst_offset, uint64_t len, uint64_t* copied) override;
+  Status GetCloneOrigin(NodeId image, CloneOrigin* origin) override;
+  Status GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* usage) override;
+
+  Status CreateSnapshot(NodeId image, std::string_view name, SnapshotInfo* info) override;
+  Status CreateGroupSnapshot(const std::vector<NodeId>& images, std::string_view name,
+                             std::vector<SnapshotInfo>* infos) override;
+  Status ListSnapshots(NodeId image, std::vector<SnapshotInfo>* snapshots) override;
+  Status GetSnapshot(NodeId image, std::string_view name, SnapshotInfo* info) override;
+  Status GetSnapshotById(SnapshotId id, SnapshotInfo* info) override;
+  Status DeleteSnapshot(NodeId image, std::string_view name) override;
+  Status RenameSnapshot(NodeId image, std::string_view name, std::string_view new_name) override;
+  Status SetSnapshotDescription(NodeId image, std::string_view name,
+                                std::string_view description) override;
+  Status SetSnapshotProperty(NodeId image, std::string_view name, std::string_view key,
+                             const std::string* value) override;
+  Status ClearSnapshotProperties(NodeId image, std::string_view name) override;
+  Status SetSnapshotProtected(NodeId image, std::string_view name, bool is_protected) override;
+  Status Rollback(NodeId image, std::string_view name, bool force) override;
+
+  Status GetStats(StoreStats* stats) override;
+  Status SyncAll() override;
+  Status CollectGarbage() override;
+  Status Check(CheckReport* report,
+               const std::function<void(uint64_t, uint64_t)>& progress) override;
+
+  // ---- used by ImageHandleImpl (block_io.cpp, image_handle.cpp) ----------
+  uint32_t block_size() const { return block_size_; }
+  uint32_t pieces() const { return pieces_; }
+  Status ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
+                   size_t len, char* buf);
+  Status WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len,
+                    bool zeros);
+  Status SyncImage(ImageState& img);
+  Status SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
+                   SeekWhence whence, uint64_t* result);
+  Status Writable() const;  // ReadOnly after a failed sync
+  void ReleaseHandle(const std::shared_ptr<ImageState>& img, bool writer, bool live,
+                     uint64_t pinned_gen);
+
+ private:
+  friend class GcPass;
+  // Reads the pieces `want` of `block` at (img, gen) into buf (block_size_
+  // bytes, piece i at i*4096). Pieces no version defines read as zeros.
+  // *stored gets the pieces whose bytes came from stored data.
+  Status ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
+                   uint64_t* stored);
+  // Writes [off, off+len) of `block` of the live image; caller holds io_mu
+  // shared and the block's stripe. Appends the version record to `batch`.
+  Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
+                    const char* data, uint32_t len, rocksdb::WriteBatch* batch,
+                    std::vector<std::string>* marked);
+  Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
+  Status ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
+                    uint64_t block);
+
+  // Metadata helpers; caller holds meta_mu_.
+  Status NodeLocked(NodeId id, NodeRecord** rec);
+  Status ImageLocked(NodeId id, NodeRecord** rec);
+  Status ChildLocked(NodeId parent, std::string_view name, NodeRecord** rec);
+  Status SnapshotLocked(NodeId image, std::string_view name, SnapshotInfo** info);
+  void FillAttr(const NodeRecord& r, NodeAttr* a) const;
+  void PutNode(rocksdb::WriteBatch* b, const NodeRecord& r);
+  void PutSnapshot(rocksdb::WriteBatch* b, const SnapshotInfo& s);
+  void PutCounters(rocksdb::WriteBatch* b);
+  Status Commit(rocksdb::WriteBatch* b, bool sync, const char* what);
+  std::shared_ptr<ImageState> StateLocked(NodeId id);
+  void PublishLocked(const NodeRecord& r);
+  size_t SnapshotCountLocked(NodeId image) const;
+  bool HasDependentsLocked(NodeId image) const;
+  Status DropImageLocked(NodeRecord* rec, rocksdb::WriteBatch* b);
+  Status LoadMetadata();
+  Status RecoverDirty();
+  Status SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int64_t now_ns,
+                            rocksdb::WriteBatch* b, SnapshotInfo* out);
+  bool IsPristineLocked(const NodeRecord& r);
+
+  // Garbage collection (gc.cpp).
+  void ScheduleGc(NodeId image);
+  void GcThread();
+  Status GcImage(NodeId image);
+
+  Options options_;
+  std::string path_;
+  int lock_fd_ = -1;
+  uint32_t block_size_ = 64 * 1024;
+  uint32_t pieces_ = 16;
+  IndexDb index_;
+  DataFile data_;
+  SlotAllocator slots_;
+  std::atomic<uint64_t> write_seq_{0};
+  std::atomic<bool> failed_sync_{false};
+
+  mutable std::mutex meta_mu_;
+  Counters counters_;
+  std::unordered_map<NodeId, NodeRecord> nodes_;
+  std::unordered_map<NodeId, std::map<std::string, NodeId, std::less<>>> children_;
+  std::unordered_map<NodeId, std::shared_ptr<ImageState>> states_;
+  std::map<SnapshotId, SnapshotInfo> snapshots_;
+  std::unordered_map<NodeId, std::map<std::string, SnapshotId, std::less<>>> by_name_;
+
+  std::mutex gc_mu_;
+  std::condition_variable gc_cv_;
+  std::condition_variable gc_idle_cv_;
+  std::deque<NodeId> gc_queue_;
+  bool gc_busy_ = false;
+  bool gc_stop_ = false;
+  std::mutex gc_run_mu_;  // one GC pass at a time
+  std::thread gc_thread_;
+};
+
+Timestamp NowTimestamp();
+int64_t NowNs();
+
+}  // namespace snapdisk::engine
