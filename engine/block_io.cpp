@@ -71,7 +71,7 @@ Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf,
 }
 
 Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
-                            uint64_t* stored) {
+                            uint64_t* stored, bool live_stripe_held) {
   *stored = 0;
   ImageState* cur = &img;
   std::shared_ptr<ImageState> hold;  // keeps a base image's state alive while we read it
@@ -80,6 +80,21 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
   const uint64_t block_start = block * block_size_;
   rocksdb::ReadOptions ro;
   ro.prefix_same_as_start = true;
+  if (live_stripe_held) {
+    // The cached live record answers most live reads without the index.
+    const ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
+    auto hit = cache.gen == gen ? cache.records.find(block) : cache.records.end();
+    if (hit != cache.records.end() && (hit->second.present & want) == want) {
+      const VersionRecord& rec = hit->second;
+      uint64_t dm = want & rec.data;
+      if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, img.id, block));
+      if (buf)
+        for (uint32_t p = 0; p < pieces_; ++p)
+          if ((want & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+      *stored = dm;
+      return Status::OK();
+    }
+  }
   while (want) {
     auto view = cur->View();
     const EpochRt& ep = view->EpochFor(g);
@@ -149,7 +164,7 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
     {
       std::unique_lock<std::mutex> stripe;
       if (live) stripe = std::unique_lock(img.StripeFor(block));
-      SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, want, scratch, &stored));
+      SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, want, scratch, &stored, live));
     }
     std::memcpy(buf + done, scratch + in, n);
     done += n;
@@ -161,9 +176,19 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
                              const char* data, uint32_t len, rocksdb::WriteBatch* batch,
                              std::vector<std::string>* marked) {
   const std::string key = keys::Version(img.id, block, live_gen);
+  ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
+  if (cache.gen != live_gen) {
+    cache.records.clear();
+    cache.gen = live_gen;
+  }
   VersionRecord rec;
   bool exists = false;
-  SNAPDISK_RETURN_IF_ERROR(ReadVersion(key, &rec, &exists));
+  if (auto hit = cache.records.find(block); hit != cache.records.end()) {
+    rec = hit->second;
+    exists = true;
+  } else {
+    SNAPDISK_RETURN_IF_ERROR(ReadVersion(key, &rec, &exists));
+  }
   if (!exists) {
     rec = VersionRecord();
     rec.crc.assign(pieces_, 0);
@@ -176,24 +201,13 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   uint64_t partial = 0;
   if (off % kSubBlockSize) partial |= uint64_t{1} << first;
   if ((off + len) % kSubBlockSize) partial |= uint64_t{1} << last;
-  uint64_t current_stored = 0;
-  if (partial || !exists) {
-    // Reading the touched pieces also tells whether anything is stored there
-    // (an all-zero write over nothing stores nothing, not even a record).
+  if (partial) {
     std::vector<char> cur(block_size_);
-    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, partial ? partial : (exists ? 0 : touched),
-                                       partial ? cur.data() : nullptr, &current_stored));
-    if (partial) {
-      for (uint32_t p = first; p <= last; ++p)
-        if (partial >> p & 1)
-          std::memcpy(piece_buf + size_t{p} * kSubBlockSize, cur.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
-      if (!exists) {
-        uint64_t whole = touched & ~partial;
-        uint64_t st2 = 0;
-        if (whole) SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, whole, nullptr, &st2));
-        current_stored |= st2;
-      }
-    }
+    uint64_t ignored = 0;
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, partial, cur.data(), &ignored));
+    for (uint32_t p = first; p <= last; ++p)
+      if (partial >> p & 1)
+        std::memcpy(piece_buf + size_t{p} * kSubBlockSize, cur.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
   }
   std::memcpy(piece_buf + off, data, len);
 
@@ -201,7 +215,13 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   for (uint32_t p = first; p <= last; ++p)
     if (!IsZeroPiece(piece_buf + size_t{p} * kSubBlockSize)) nonzero |= uint64_t{1} << p;
 
-  if (!exists && nonzero == 0 && (current_stored & touched) == 0) return Status::OK();
+  if (!exists && nonzero == 0) {
+    // An all-zero write over pieces that already read as zeros stores
+    // nothing, not even a record.
+    uint64_t stored = 0;
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, touched, nullptr, &stored));
+    if (stored == 0) return Status::OK();
+  }
 
   // Overwriting or punching bytes of this version in place: leave a durable
   // trace first, so that a crash in the middle is repaired (store_open.cpp)
@@ -242,6 +262,8 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   rec.data = (rec.data & ~touched) | nonzero;
   rec.present |= touched;
   batch->Put(index_.versions, key, rec.Encode());
+  if (cache.records.size() >= ImageState::kLiveCachePerStripe) cache.records.clear();
+  cache.records[block] = std::move(rec);  // WriteRange drops it if the commit fails
   return Status::OK();
 }
 
@@ -278,7 +300,13 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
       SNAPDISK_RETURN_IF_ERROR(WriteBlock(img, live_gen, block, in, src, n, &batch, &marked));
       p += n;
     }
-    if (batch.Count() > 0) SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
+    if (batch.Count() > 0) {
+      Status st = Commit(&batch, false, "write block index");
+      if (!st.ok()) {
+        for (size_t s : stripes) img.live_cache[s].records.clear();
+        return st;
+      }
+    }
     {
       // The in-place writes of this chunk are complete and indexed.
       std::lock_guard l(img.dirty_mu);

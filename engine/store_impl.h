@@ -58,6 +58,16 @@ struct ImageState {
   std::array<std::mutex, kStripes> stripes;
   std::mutex& StripeFor(uint64_t block) { return stripes[block % kStripes]; }
 
+  // Write-through cache of live-generation version records, one map per
+  // stripe, each guarded by its stripe mutex and valid for one generation.
+  // It spares the write path a RocksDB lookup per block.
+  struct LiveCache {
+    uint64_t gen = 0;
+    std::unordered_map<uint64_t, VersionRecord> records;
+  };
+  std::array<LiveCache, kStripes> live_cache;
+  static constexpr size_t kLiveCachePerStripe = 2048;
+
   std::atomic<uint64_t> size{0};
   std::atomic<uint64_t> change_seq{0};  // bumped by every data change (for cp continuation)
 
@@ -166,8 +176,10 @@ class StoreImpl final : public Store {
   // Reads the pieces `want` of `block` at (img, gen) into buf (block_size_
   // bytes, piece i at i*4096). Pieces no version defines read as zeros.
   // *stored gets the pieces whose bytes came from stored data.
+  // `live_stripe_held`: gen is the live generation and the caller holds the
+  // block's stripe, so the live record cache may answer.
   Status ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
-                   uint64_t* stored);
+                   uint64_t* stored, bool live_stripe_held = false);
   // Writes [off, off+len) of `block` of the live image; caller holds io_mu
   // shared and the block's stripe. Appends the version record to `batch`.
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
