@@ -119,18 +119,23 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
     }
     SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
     if (!want) break;
-    if (!ep.base) break;
+    if (!ep.has_base()) break;
     // Only the base's first base_limit bytes show through.
     uint64_t limit = ep.e.base_limit;
     if (limit <= block_start) break;
     if (limit < block_start + block_size_) {
       uint64_t rel = limit - block_start;
       uint32_t first_gone = static_cast<uint32_t>((rel + kSubBlockSize - 1) / kSubBlockSize);
-      if (first_gone < pieces_) want &= ~MaskRange(first_gone, pieces_ - 1);
+      if (first_gone < pieces_) {
+        uint64_t gone = want & MaskRange(first_gone, pieces_ - 1);
+        if (buf)
+          for (uint32_t p = first_gone; p < pieces_; ++p)
+            if (gone >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+        want &= ~gone;
+      }
       if (rel % kSubBlockSize && (want >> (rel / kSubBlockSize) & 1)) cut = std::min(cut, limit);
     }
-    hold = ep.base;
-    cur = hold.get();
+    cur = ep.Next(cur, &hold);
     g = ep.e.base_gen;
   }
   if (buf) {
@@ -389,10 +394,9 @@ Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64
             break;
           }
         }
-        if (!ep.base) break;
+        if (!ep.has_base()) break;
         limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
-        hold = ep.base;
-        cur = hold.get();
+        cur = ep.Next(cur, &hold);
         g = ep.e.base_gen;
       }
       if (next >= nblocks) return Status::OutOfRange("no data past the offset");

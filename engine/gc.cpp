@@ -114,9 +114,20 @@ static void CollectReaders(const std::unordered_map<NodeId, NodeRecord>& nodes,
     if (s.image == rec.id) readers->push_back({s.generation, s.size});
   for (uint64_t g : st.pinned_gens) readers->push_back({g, std::numeric_limits<uint64_t>::max()});
   for (const auto& [id, r] : nodes) {
-    if (r.kind != NodeKind::kImage) continue;
+    if (r.kind != NodeKind::kImage || id == rec.id) continue;
     for (const Epoch& e : r.epochs)
       if (e.base_image == rec.id) readers->push_back({e.base_gen, e.base_limit});
+  }
+  // An epoch based on this image's own past (rollback, shrink) reads through
+  // only for readers that live in it; walk newest first so that a base reader
+  // added here can in turn keep an older epoch's base alive.
+  for (size_t i = rec.epochs.size(); i-- > 0;) {
+    const Epoch& e = rec.epochs[i];
+    if (e.base_image != rec.id) continue;
+    const uint64_t end = i + 1 < rec.epochs.size() ? rec.epochs[i + 1].start_gen : std::numeric_limits<uint64_t>::max();
+    bool used = false;
+    for (const Reader& r : *readers) used |= r.gen >= e.start_gen && r.gen < end;
+    if (used) readers->push_back({e.base_gen, e.base_limit});
   }
   std::sort(readers->begin(), readers->end());
 }

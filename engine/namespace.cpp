@@ -118,7 +118,7 @@ Status StoreImpl::SetAttr(NodeId node, const AttrChange& c, NodeAttr* attr) {
         shrunk = true;
       }
       r.size = c.size;
-      r.mtime = now;
+      if (!c.set_mtime) r.mtime = now;
       st->change_seq.fetch_add(1);
     }
     r.ctime = now;

@@ -352,7 +352,8 @@ Status StoreImpl::CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset
         return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOf(src)));
       src_size = it->second.size;
     }
-    if (src != dst && src_offset == 0 && dst_offset == 0) pristine = IsPristineLocked(*d);
+    // A copy of the whole source into an empty image is a clone.
+    if (src != dst && src_offset == 0 && dst_offset == 0 && len >= src_size) pristine = IsPristineLocked(*d);
     // cp copies in pieces (the FUSE reply holds 32 bits): after a clone, its
     // later calls ask for ranges that already hold exactly the source bytes.
     continuation = src != dst && src_offset == dst_offset && src_offset > 0 && dst_st->clone_src == src &&
@@ -377,7 +378,10 @@ Status StoreImpl::CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset
     *copied = len;
     return Status::OK();
   }
-  // General case: copy the bytes.
+  // General case: copy the bytes, at most kMaxByteCopy per call (a short
+  // copy, which copy_file_range callers continue).
+  constexpr uint64_t kMaxByteCopy = uint64_t{1} << 30;
+  len = std::min(len, kMaxByteCopy);
   std::unique_ptr<ImageHandle> in, out;
   SNAPDISK_RETURN_IF_ERROR(OpenImage(src, snapshot, false, &in));
   SNAPDISK_RETURN_IF_ERROR(OpenImage(dst, kLive, true, &out));

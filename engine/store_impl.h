@@ -37,10 +37,20 @@ namespace snapdisk::engine {
 
 struct ImageState;
 
-// An epoch with its base image resolved to a live pointer.
+// An epoch with its base image resolved to a live pointer. A base that is
+// the image itself (rollback, shrink) is not held, to avoid a reference
+// cycle: `base_is_self` says to keep reading the same image.
 struct EpochRt {
   Epoch e;
   std::shared_ptr<ImageState> base;
+  bool base_is_self = false;
+  bool has_base() const { return base_is_self || base != nullptr; }
+  // The image to read next; `hold` keeps a foreign base alive meanwhile.
+  ImageState* Next(ImageState* cur, std::shared_ptr<ImageState>* hold) const {
+    if (base_is_self) return cur;
+    *hold = base;
+    return hold->get();
+  }
 };
 
 struct ImageView {

@@ -270,7 +270,11 @@ void StoreImpl::PublishLocked(const NodeRecord& r) {
   if (!st) return;
   auto v = std::make_shared<ImageView>();
   v->live_gen = r.live_gen;
-  for (const Epoch& e : r.epochs) v->epochs.push_back({e, e.base_image ? StateLocked(e.base_image) : nullptr});
+  for (const Epoch& e : r.epochs) {
+    EpochRt rt{e, nullptr, e.base_image == r.id};
+    if (e.base_image && !rt.base_is_self) rt.base = StateLocked(e.base_image);
+    v->epochs.push_back(std::move(rt));
+  }
   st->Publish(std::move(v));
 }
 

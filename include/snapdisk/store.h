@@ -114,8 +114,12 @@ class Store {
   virtual Status CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) = 0;
 
   // copy_file_range: copies `len` bytes from src (live or snapshot) at
-  // src_offset to the live image dst at dst_offset. Whole blocks are shared
-  // where both ranges are block-aligned; the rest is copied. Sets *copied.
+  // src_offset to the live image dst at dst_offset, stopping at the end of
+  // the source; sets *copied. A copy of the whole source (both offsets 0,
+  // len >= its size) into an empty image without snapshots is a constant-
+  // time clone (CloneImage); later calls that continue such a copy at equal
+  // offsets return at once, as the bytes are already there. Other ranges
+  // are copied byte for byte.
   virtual Status CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset,
                            NodeId dst, uint64_t dst_offset, uint64_t len,
                            uint64_t* copied) = 0;

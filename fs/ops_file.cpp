@@ -1,0 +1,184 @@
+// Image files: creation, open/release, read/write, fsync.
+//
+// fi->fh of an open file is an OpenFile* owned by SnapFs (AdoptHandle /
+// ReleaseHandle): live images get a read-write or read-only handle on the
+// live data, frozen views a read-only handle on their snapshot.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <memory>
+#include <vector>
+
+#include "fs/attr.h"
+#include "fs/inode.h"
+#include "fs/op_util.h"
+#include "fs/ops.h"
+
+namespace snapdisk::fs {
+namespace {
+
+bool WantsWrite(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+
+Status DoCreateImage(fuse_req_t req, fuse_ino_t parent, std::string_view name, mode_t mode,
+                     NodeAttr* attr) {
+  SnapFs& fs = FsOf(req);
+  if (TypeOf(parent) != InodeType::kLive) return ReadOnlyTree("create");
+  if (!S_ISREG(mode)) return Status::Permission("only regular files (disk images) can be created");
+  if (parent == kRootNode && name == kSnapshotsDirName)
+    return Status::AlreadyExists("reserved name");
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return fs.store()->CreateImage(IdOf(parent), name, mode & 07777, ctx->uid, ctx->gid, attr);
+}
+
+Status DoOpen(SnapFs& fs, fuse_ino_t ino, fuse_file_info* fi, std::unique_ptr<ImageHandle>* out) {
+  switch (TypeOf(ino)) {
+    case InodeType::kLive: {
+      SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(IdOf(ino), kLive, WantsWrite(fi->flags), out));
+      return Status::OK();
+    }
+    case InodeType::kFrozen: {
+      // Checked here, not left to permissions: root may not write either.
+      if (WantsWrite(fi->flags)) return Status::ReadOnly("a frozen view cannot be written");
+      SnapshotInfo info;
+      SNAPDISK_RETURN_IF_ERROR(ResolveSnapshot(fs, IdOf(ino), &info));
+      SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(info.image, info.id, false, out));
+      fi->keep_cache = 1;  // immutable: the page cache never goes stale
+      return Status::OK();
+    }
+    default:
+      return Status::IsDirectory("not a file");
+  }
+}
+
+// Per-thread read buffer: reads are at most max_read (1 MiB) and a FUSE
+// worker handles one request at a time.
+std::vector<char>& ReadBuffer() {
+  thread_local std::vector<char> buffer;
+  return buffer;
+}
+
+// Writes change mtime and ctime (POSIX); the engine stamps them only when a
+// write grows the image, so stamp here, at most once a second per handle.
+Status StampMtime(SnapFs& fs, NodeId node, OpenFile* file) {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t stamped = file->mtime_stamped_sec.load(std::memory_order_relaxed);
+  if (stamped == now.tv_sec ||
+      !file->mtime_stamped_sec.compare_exchange_strong(stamped, now.tv_sec)) {
+    return Status::OK();  // this second is stamped, or another thread is doing it
+  }
+  AttrChange change;
+  change.set_mtime = true;
+  change.mtime = Timestamp{now.tv_sec, static_cast<uint32_t>(now.tv_nsec)};
+  NodeAttr attr;
+  return fs.store()->SetAttr(node, change, &attr);
+}
+
+}  // namespace
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  fuse_entry_param e{};
+  int err = RunOp("mknod", parent, NameOf(name), [&] {
+    NodeAttr attr;
+    SNAPDISK_RETURN_IF_ERROR(DoCreateImage(req, parent, NameOf(name), mode, &attr));
+    return MakeEntry(FsOf(req), attr.id, &e);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_entry(req, &e);
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  SnapFs& fs = FsOf(req);
+  fuse_entry_param e{};
+  OpenFile* raw = nullptr;
+  int err = RunOp("create", parent, NameOf(name), [&] {
+    NodeAttr attr;
+    SNAPDISK_RETURN_IF_ERROR(DoCreateImage(req, parent, NameOf(name), mode, &attr));
+    SNAPDISK_RETURN_IF_ERROR(MakeEntry(fs, attr.id, &e));
+    std::unique_ptr<ImageHandle> handle;
+    SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(attr.id, kLive, WantsWrite(fi->flags), &handle));
+    raw = fs.AdoptHandle(std::move(handle));
+    return Status::OK();
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fi->fh = reinterpret_cast<uint64_t>(raw);
+  if (fuse_reply_create(req, &e, fi) != 0) fs.ReleaseHandle(raw);  // request was interrupted
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  SnapFs& fs = FsOf(req);
+  OpenFile* raw = nullptr;
+  int err = RunOp("open", ino, "", [&] {
+    std::unique_ptr<ImageHandle> handle;
+    SNAPDISK_RETURN_IF_ERROR(DoOpen(fs, ino, fi, &handle));
+    raw = fs.AdoptHandle(std::move(handle));
+    return Status::OK();
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fi->fh = reinterpret_cast<uint64_t>(raw);
+  if (fuse_reply_open(req, fi) != 0) fs.ReleaseHandle(raw);
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  std::vector<char>* buffer = nullptr;
+  size_t got = 0;
+  int err = RunOp("read", ino, "", [&] {
+    if (off < 0) return Status::InvalidArgument("negative offset");
+    buffer = &ReadBuffer();
+    if (buffer->size() < size) buffer->resize(size);
+    return HandleOf(fi)->Read(static_cast<uint64_t>(off), size, buffer->data(), &got);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_buf(req, buffer->data(), got);
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi) {
+  int err = RunOp("write", ino, "", [&] {
+    if (TypeOf(ino) != InodeType::kLive) return Status::ReadOnly("a frozen view cannot be written");
+    if (off < 0) return Status::InvalidArgument("negative offset");
+    OpenFile* file = FileOf(fi);
+    SNAPDISK_RETURN_IF_ERROR(file->image->Write(static_cast<uint64_t>(off), buf, size));
+    return StampMtime(FsOf(req), IdOf(ino), file);
+  });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_write(req, size);
+}
+
+// Nothing is buffered between write and the engine: close has nothing to
+// flush. Durability is fsync's job.
+void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  FsOf(req).ReleaseHandle(FileOf(fi));
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
+  int err = RunOp("fsync", ino, "", [&] {
+    if (TypeOf(ino) == InodeType::kFrozen) return Status::OK();  // immutable, nothing to sync
+    ImageHandle* handle = HandleOf(fi);
+    if (handle == nullptr) return FsOf(req).store()->SyncAll();
+    return handle->Sync();
+  });
+  fuse_reply_err(req, err);
+}
+
+}  // namespace snapdisk::fs
