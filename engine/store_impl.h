@@ -160,6 +160,7 @@ class StoreImpl final : public Store {
   Status ClearSnapshotProperties(NodeId image, std::string_view name) override;
   Status SetSnapshotProtected(NodeId image, std::string_view name, bool is_protected) override;
   Status Rollback(NodeId image, std::string_view name, bool force) override;
+  Status Diff(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents) override;
 
   Status GetStats(StoreStats* stats) override;
   Status SyncAll() override;

@@ -153,6 +153,17 @@ class Store {
                                      const std::string* value) = 0;
   virtual Status ClearSnapshotProperties(NodeId image, std::string_view name) = 0;
   virtual Status SetSnapshotProtected(NodeId image, std::string_view name, bool is_protected) = 0;
+  // Byte ranges where the image at `to` (a snapshot, or kLive) may differ
+  // from the image at `from` (an older snapshot; kLive means "from nothing":
+  // every range with data). Ranges are 4 KiB-granular, sorted and merged,
+  // like `rbd diff`. Cost: a scan of the versions written between the two
+  // (no data is read) when no rollback or shrink lies between them;
+  // otherwise a comparison of the two views' data.
+  struct Extent {
+    uint64_t offset = 0, length = 0;
+  };
+  virtual Status Diff(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents) = 0;
+
   // Makes the live image read exactly as the snapshot, atomically and in
   // constant time; newer snapshots are kept. Busy while the image is open
   // for writing unless `force`.
