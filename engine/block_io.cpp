@@ -236,10 +236,11 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     std::lock_guard l(img.dirty_mu);
     auto [it, inserted] = img.dirty.try_emplace(key, kInProgress);
     if (inserted) {
-      rocksdb::Status s = index_.db->Put(rocksdb::WriteOptions(), index_.dirty, key, "");
+      Status s = IndexHealthy();
+      if (s.ok()) s = NoteIndexResult(index_.db->Put(rocksdb::WriteOptions(), index_.dirty, key, ""), "mark block dirty");
       if (!s.ok()) {
         img.dirty.erase(it);
-        return FromRocks(s, "mark block dirty");
+        return s;
       }
     } else {
       it->second = kInProgress;
@@ -259,10 +260,13 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     p = q + 1;
   }
   const uint64_t punched = touched & ~nonzero & rec.data;
-  for (uint32_t r = first; r <= last; ++r) {
-    if (!(punched >> r & 1)) continue;
-    SNAPDISK_RETURN_IF_ERROR(data_.Punch(rec.slot, r * kSubBlockSize, kSubBlockSize));
-    rec.crc[r] = 0;
+  for (uint32_t r = first; r <= last;) {  // one fallocate per run of punched pieces
+    if (!(punched >> r & 1)) { ++r; continue; }
+    uint32_t q = r;
+    while (q + 1 <= last && (punched >> (q + 1) & 1)) ++q;
+    SNAPDISK_RETURN_IF_ERROR(data_.Punch(rec.slot, r * kSubBlockSize, (q - r + 1) * kSubBlockSize));
+    for (uint32_t z = r; z <= q; ++z) rec.crc[z] = 0;
+    r = q + 1;
   }
   rec.data = (rec.data & ~touched) | nonzero;
   rec.present |= touched;
@@ -340,12 +344,16 @@ Status StoreImpl::SyncImage(ImageState& img) {
   SNAPDISK_RETURN_IF_ERROR(Writable());
   const uint64_t seq = write_seq_.load();
   // Data first, then the index: a synced record never names unsynced data.
+  SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
   Status st = data_.Sync();
-  if (st.ok()) st = FromRocks(index_.db->SyncWAL(), "sync index log");
   if (!st.ok()) {
+    // A failed fdatasync may have dropped dirty pages: nothing written since
+    // the last good sync can be trusted to be on disk. Refuse further writes.
     failed_sync_ = true;
     return st;
   }
+  // A failed log sync stops the index until DB::Resume (IndexHealthy).
+  SNAPDISK_RETURN_IF_ERROR(NoteIndexResult(index_.db->SyncWAL(), "sync index log"));
   // Versions whose in-place writes all completed before this sync are now
   // consistent on disk: drop their dirty markers.
   std::vector<std::string> done;
@@ -361,7 +369,7 @@ Status StoreImpl::SyncImage(ImageState& img) {
     std::lock_guard l(img.dirty_mu);
     auto it = img.dirty.find(k);
     if (it == img.dirty.end() || it->second > seq) continue;
-    SNAPDISK_RETURN_IF_ERROR(FromRocks(index_.db->Delete(rocksdb::WriteOptions(), index_.dirty, k), "clear dirty marker"));
+    SNAPDISK_RETURN_IF_ERROR(NoteIndexResult(index_.db->Delete(rocksdb::WriteOptions(), index_.dirty, k), "clear dirty marker"));
     img.dirty.erase(it);
   }
   return Status::OK();

@@ -210,6 +210,12 @@ class StoreImpl final : public Store {
   void PutSnapshot(rocksdb::WriteBatch* b, const SnapshotInfo& s);
   void PutCounters(rocksdb::WriteBatch* b);
   Status Commit(rocksdb::WriteBatch* b, bool sync, const char* what);
+  // After a failed index write (e.g. ENOSPC) RocksDB stops accepting writes
+  // until DB::Resume() succeeds; every index write and sync goes through
+  // here first, so that the store recovers once space returns and never
+  // syncs a log whose last write failed.
+  Status IndexHealthy();
+  Status NoteIndexResult(const rocksdb::Status& s, const char* what);
   std::shared_ptr<ImageState> StateLocked(NodeId id);
   void PublishLocked(const NodeRecord& r);
   size_t SnapshotCountLocked(NodeId image) const;
@@ -236,6 +242,8 @@ class StoreImpl final : public Store {
   SlotAllocator slots_;
   std::atomic<uint64_t> write_seq_{0};
   std::atomic<bool> failed_sync_{false};
+  std::atomic<bool> index_error_{false};
+  std::mutex resume_mu_;
 
   mutable std::mutex meta_mu_;
   Counters counters_;

@@ -68,7 +68,7 @@ StoreImpl::~StoreImpl() {
   }
   gc_cv_.notify_all();
   if (gc_thread_.joinable()) gc_thread_.join();
-  if (index_.db) {
+  if (index_.db && IndexHealthy().ok()) {
     (void)SyncAll();
     // A clean close leaves no dirty markers behind.
     rocksdb::WriteBatch b;
@@ -76,7 +76,7 @@ StoreImpl::~StoreImpl() {
     for (it->SeekToFirst(); it->Valid(); it->Next()) b.Delete(index_.dirty, it->key());
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    if (!failed_sync_) (void)index_.db->Write(wo, &b);
+    if (!failed_sync_ && !index_error_) (void)index_.db->Write(wo, &b);
   }
   (void)index_.Close();
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -254,10 +254,26 @@ void StoreImpl::PutCounters(rocksdb::WriteBatch* b) {
   b->Put(index_.meta, std::string(keys::kCountersKey), counters_.Encode());
 }
 
+Status StoreImpl::IndexHealthy() {
+  if (!index_error_) return Status::OK();
+  std::lock_guard l(resume_mu_);
+  if (!index_error_) return Status::OK();
+  rocksdb::Status s = index_.db->Resume();
+  if (!s.ok()) return FromRocks(s, "index is stopped after an earlier write error; retry when space returns");
+  index_error_ = false;
+  return Status::OK();
+}
+
+Status StoreImpl::NoteIndexResult(const rocksdb::Status& s, const char* what) {
+  if (!s.ok()) index_error_ = true;
+  return FromRocks(s, what);
+}
+
 Status StoreImpl::Commit(rocksdb::WriteBatch* b, bool sync, const char* what) {
+  SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return FromRocks(index_.db->Write(wo, b), what);
+  return NoteIndexResult(index_.db->Write(wo, b), what);
 }
 
 std::shared_ptr<ImageState> StoreImpl::StateLocked(NodeId id) {
@@ -314,8 +330,8 @@ Status StoreImpl::SyncAll() {
     for (auto& [id, st] : states_) all.push_back(st);
   }
   if (all.empty()) {
-    rocksdb::Status s = index_.db->SyncWAL();
-    return FromRocks(s, "sync index");
+    SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
+    return NoteIndexResult(index_.db->SyncWAL(), "sync index");
   }
   for (auto& st : all) SNAPDISK_RETURN_IF_ERROR(SyncImage(*st));
   return Status::OK();
