@@ -21,6 +21,11 @@ namespace {
 struct Reader {
   uint64_t gen;
   uint64_t limit;  // bytes of the image this reader sees
+  // A base reader on behalf of image `via` (a clone): it reaches a piece only
+  // where `via` has no version of its own in [via_start, via_gen].
+  NodeId via = 0;
+  uint64_t via_start = 0, via_gen = 0;
+  uint64_t shadow = 0;  // pieces of the current block it never reaches
   bool operator<(const Reader& o) const { return gen < o.gen; }
 };
 
@@ -52,7 +57,7 @@ size_t ServedReaders(const std::vector<Reader>& readers, const std::vector<Epoch
   size_t n = 0;
   auto it = std::lower_bound(readers.begin(), readers.end(), Reader{g, 0});
   for (; it != readers.end() && it->gen < until && n < cap; ++it) {
-    if (it->limit <= block_start) continue;
+    if (it->limit <= block_start || (it->shadow >> p & 1)) continue;
     if (n == 0 && first) *first = &*it;
     ++n;
   }
@@ -104,19 +109,43 @@ Status StoreImpl::CollectGarbage() {
   }
 }
 
-// Caller holds meta_mu_.
+using StateMap = std::unordered_map<NodeId, std::shared_ptr<ImageState>>;
+
+// Caller holds meta_mu_. The readers of `rec` (sorted by gen). A dependent
+// image's epoch based on `rec` counts only if some reader of the dependent
+// lives in that epoch; its earliest such reader bounds what it can reach.
 static void CollectReaders(const std::unordered_map<NodeId, NodeRecord>& nodes,
-                           const std::map<SnapshotId, SnapshotInfo>& snapshots, const NodeRecord& rec,
-                           const ImageState& st, std::vector<Reader>* readers) {
+                           const std::map<SnapshotId, SnapshotInfo>& snapshots, const StateMap& states,
+                           const NodeRecord& rec, std::vector<Reader>* readers, int depth = 0) {
   readers->clear();
-  if (rec.linked || st.open_handles > 0) readers->push_back({rec.live_gen, rec.size});
+  auto st = states.find(rec.id);
+  const bool open = st != states.end() && st->second->open_handles > 0;
+  if (rec.linked || open) readers->push_back({rec.live_gen, rec.size});
   for (const auto& [id, s] : snapshots)
     if (s.image == rec.id) readers->push_back({s.generation, s.size});
-  for (uint64_t g : st.pinned_gens) readers->push_back({g, std::numeric_limits<uint64_t>::max()});
+  if (st != states.end())
+    for (uint64_t g : st->second->pinned_gens) readers->push_back({g, std::numeric_limits<uint64_t>::max()});
   for (const auto& [id, r] : nodes) {
     if (r.kind != NodeKind::kImage || id == rec.id) continue;
-    for (const Epoch& e : r.epochs)
-      if (e.base_image == rec.id) readers->push_back({e.base_gen, e.base_limit});
+    bool based = false;
+    for (const Epoch& e : r.epochs) based |= e.base_image == rec.id;
+    if (!based) continue;
+    std::vector<Reader> theirs;
+    if (depth < 32) {
+      CollectReaders(nodes, snapshots, states, r, &theirs, depth + 1);
+    } else {
+      theirs.push_back({0, std::numeric_limits<uint64_t>::max()});  // too deep: keep everything
+    }
+    for (size_t i = 0; i < r.epochs.size(); ++i) {
+      const Epoch& e = r.epochs[i];
+      if (e.base_image != rec.id) continue;
+      const uint64_t end = i + 1 < r.epochs.size() ? r.epochs[i + 1].start_gen : std::numeric_limits<uint64_t>::max();
+      uint64_t earliest = std::numeric_limits<uint64_t>::max();
+      for (const Reader& t : theirs)
+        if (t.gen >= e.start_gen && t.gen < end) earliest = std::min(earliest, t.gen);
+      if (earliest == std::numeric_limits<uint64_t>::max()) continue;
+      readers->push_back({e.base_gen, e.base_limit, r.id, e.start_gen, earliest, 0});
+    }
   }
   // An epoch based on this image's own past (rollback, shrink) reads through
   // only for readers that live in it; walk newest first so that a base reader
@@ -130,6 +159,28 @@ static void CollectReaders(const std::unordered_map<NodeId, NodeRecord>& nodes,
     if (used) readers->push_back({e.base_gen, e.base_limit});
   }
   std::sort(readers->begin(), readers->end());
+}
+
+// Sets each base reader's shadow for `block`: the pieces its clone defines
+// itself in the generations that reader stands for.
+static Status FillShadows(IndexDb& index, uint32_t pieces, uint64_t block, std::vector<Reader>* readers) {
+  rocksdb::ReadOptions ro;
+  ro.prefix_same_as_start = true;
+  for (Reader& r : *readers) {
+    r.shadow = 0;
+    if (!r.via) continue;
+    std::unique_ptr<rocksdb::Iterator> it(index.db->NewIterator(ro, index.versions));
+    const std::string prefix = keys::BlockPrefix(r.via, block);
+    for (it->Seek(keys::Version(r.via, block, r.via_gen)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      keys::VersionKey vk;
+      if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.generation < r.via_start) break;
+      VersionRecord rec;
+      SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces, &rec));
+      r.shadow |= rec.present;
+    }
+    SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan a clone's versions"));
+  }
+  return Status::OK();
 }
 
 // Calls fn(block, versions newest first) for every block of `image` with versions.
@@ -168,7 +219,7 @@ Status StoreImpl::GcImage(NodeId image) {
     auto it = nodes_.find(image);
     if (it == nodes_.end() || it->second.kind != NodeKind::kImage) return Status::OK();
     st = StateLocked(image);
-    CollectReaders(nodes_, snapshots_, it->second, *st, &readers);
+    CollectReaders(nodes_, snapshots_, states_, it->second, &readers);
     epochs = it->second.epochs;
     drop_node = readers.empty();
   }
@@ -189,6 +240,7 @@ Status StoreImpl::GcImage(NodeId image) {
   };
   SNAPDISK_RETURN_IF_ERROR(ForEachBlock(index_, pieces_, image, [&](uint64_t block, std::vector<BlockVersion>& vs) -> Status {
     const uint64_t block_start = block * block_size_;
+    SNAPDISK_RETURN_IF_ERROR(FillShadows(index_, pieces_, block, &readers));
     for (size_t i = 0; i < vs.size(); ++i) {
       bool alive = false;
       for (uint32_t p = 0; p < pieces_ && !alive; ++p)
@@ -211,7 +263,7 @@ Status StoreImpl::GcImage(NodeId image) {
       auto it = nodes_.find(image);
       if (it == nodes_.end()) return Status::OK();
       std::vector<Reader> again;
-      CollectReaders(nodes_, snapshots_, it->second, *st, &again);
+      CollectReaders(nodes_, snapshots_, states_, it->second, &again);
       if (!again.empty()) return Status::OK();  // someone started using it meanwhile
       for (const Epoch& e : it->second.epochs)
         if (e.base_image && e.base_image != image) bases.push_back(e.base_image);
@@ -238,7 +290,7 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
     NodeRecord* rec = nullptr;
     SNAPDISK_RETURN_IF_ERROR(ImageLocked(image, &rec));
     st = StateLocked(image);
-    CollectReaders(nodes_, snapshots_, *rec, *st, &readers);
+    CollectReaders(nodes_, snapshots_, states_, *rec, &readers);
     epochs = rec->epochs;
     if (snapshot == kLive) {
       self = {rec->live_gen, rec->size};
@@ -266,6 +318,7 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
   // Unique: stored pieces of this image served to this reader and no other.
   return ForEachBlock(index_, pieces_, image, [&](uint64_t block, std::vector<BlockVersion>& vs) -> Status {
     const uint64_t block_start = block * block_size_;
+    SNAPDISK_RETURN_IF_ERROR(FillShadows(index_, pieces_, block, &readers));
     for (size_t i = 0; i < vs.size(); ++i) {
       for (uint32_t p = 0; p < pieces_; ++p) {
         if (!(vs[i].rec.data >> p & 1)) continue;
