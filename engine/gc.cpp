@@ -240,6 +240,8 @@ Status StoreImpl::GcImage(NodeId image) {
   };
   SNAPDISK_RETURN_IF_ERROR(ForEachBlock(index_, pieces_, image, [&](uint64_t block, std::vector<BlockVersion>& vs) -> Status {
     const uint64_t block_start = block * block_size_;
+    // Closing: stop here; what is left is found again at the next open.
+    if (closing_) return Status::Busy("store is closing");
     SNAPDISK_RETURN_IF_ERROR(FillShadows(index_, pieces_, block, &readers));
     for (size_t i = 0; i < vs.size(); ++i) {
       bool alive = false;

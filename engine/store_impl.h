@@ -259,6 +259,7 @@ class StoreImpl final : public Store {
   std::deque<NodeId> gc_queue_;
   bool gc_busy_ = false;
   bool gc_stop_ = false;
+  std::atomic<bool> closing_{false};  // tells a running GC pass to stop early
   std::mutex gc_run_mu_;  // one GC pass at a time
   std::thread gc_thread_;
 };

@@ -62,6 +62,7 @@ StoreImpl::StoreImpl(const Options& options, std::string path)
     : options_(options), path_(std::move(path)) {}
 
 StoreImpl::~StoreImpl() {
+  closing_ = true;
   {
     std::lock_guard l(gc_mu_);
     gc_stop_ = true;

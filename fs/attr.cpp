@@ -15,7 +15,6 @@ constexpr uint32_t kSnapFolderPerm = 0755;  // mkdir/rmdir/mv in it manage snaps
 // permission on a snapshot directory for `rm -r` (unlink of the frozen view)
 // and for setfattr user.description; everything else in it is EROFS anyway.
 constexpr uint32_t kSnapDirPerm = 0755;
-constexpr uint32_t kFrozenPerm = 0444;
 
 timespec ToTimespec(const Timestamp& t) {
   timespec ts{};
@@ -85,7 +84,11 @@ Status StatFrozen(SnapFs& fs, uint64_t ino, struct stat* st) {
   if (!fs.store()->GetAttr(info.image, &image).ok()) image = NodeAttr{};
   *st = {};
   st->st_ino = ino;
-  st->st_mode = S_IFREG | kFrozenPerm;
+  // The image's own permission bits, as files in ZFS's .zfs/snapshot keep
+  // theirs: `cp FROZEN new.img` copies the source's mode, and a clone must
+  // come out writable. The view itself is never writable, whatever the bits
+  // say: open for writing, truncate and chmod answer EROFS, for root too.
+  st->st_mode = S_IFREG | (image.mode & 07777);
   st->st_nlink = 1;
   st->st_uid = image.uid;
   st->st_gid = image.gid;
