@@ -9,6 +9,7 @@
 // writes to different blocks run in parallel, writes to the same block are
 // ordered. A handle keeps what it reads alive: a snapshot deleted while a
 // handle is open on it stays readable through that handle until it closes.
+// Lifetime: every handle must be destroyed before the Store that opened it.
 #pragma once
 
 #include <cstddef>
