@@ -15,7 +15,7 @@ namespace snapdisk::engine {
 
 namespace {
 constexpr uint64_t kInProgress = std::numeric_limits<uint64_t>::max();
-constexpr uint64_t kMaxChunkBlocks = 64;  // blocks locked and committed together
+constexpr uint64_t kMaxChunkBlocks = 16;  // blocks locked and committed together (1 MiB at 64 KiB)
 
 uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
   uint64_t hi = last >= 63 ? ~uint64_t{0} : ((uint64_t{1} << (last + 1)) - 1);
