@@ -120,7 +120,10 @@ static void CollectReaders(const std::unordered_map<NodeId, NodeRecord>& nodes,
   readers->clear();
   auto st = states.find(rec.id);
   const bool open = st != states.end() && st->second->open_handles > 0;
-  if (rec.linked || open) readers->push_back({rec.live_gen, rec.size});
+  // No size limit for the live image: a write may grow it at any moment
+  // without taking the metadata lock, so its newest versions can lie past
+  // the size this pass read.
+  if (rec.linked || open) readers->push_back({rec.live_gen, std::numeric_limits<uint64_t>::max()});
   for (const auto& [id, s] : snapshots)
     if (s.image == rec.id) readers->push_back({s.generation, s.size});
   if (st != states.end())
