@@ -149,37 +149,16 @@ Status CheckNewChild(const std::unordered_map<NodeId, std::map<std::string, Node
 
 Status StoreImpl::CreateImage(NodeId parent, std::string_view name, uint32_t mode, uint32_t uid,
                               uint32_t gid, NodeAttr* attr) {
-  std::lock_guard l(meta_mu_);
-  NodeRecord* dir = nullptr;
-  SNAPDISK_RETURN_IF_ERROR(NodeLocked(parent, &dir));
-  if (dir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOf(parent) + " is not a directory");
-  SNAPDISK_RETURN_IF_ERROR(CheckNewChild(children_, parent, name, PathOf(parent)));
-  NodeRecord r;
-  r.id = counters_.next_node++;
-  r.parent = parent;
-  r.name = std::string(name);
-  r.kind = NodeKind::kImage;
-  r.mode = mode & 07777;
-  r.uid = uid;
-  r.gid = gid;
-  r.atime = r.mtime = r.ctime = NowTimestamp();
-  r.epochs.push_back(Epoch{});
-  rocksdb::WriteBatch b;
-  PutNode(&b, r);
-  PutCounters(&b);
-  dir->mtime = dir->ctime = r.ctime;
-  PutNode(&b, *dir);
-  SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, "create image"));
-  children_[parent][r.name] = r.id;
-  states_[r.id] = std::make_shared<ImageState>(r.id);
-  FillAttr(r, attr);
-  nodes_[r.id] = std::move(r);
-  PublishLocked(nodes_[attr->id]);
-  return Status::OK();
+  return CreateNode(parent, name, NodeKind::kImage, mode, uid, gid, attr);
 }
 
 Status StoreImpl::MakeDirectory(NodeId parent, std::string_view name, uint32_t mode, uint32_t uid,
                                 uint32_t gid, NodeAttr* attr) {
+  return CreateNode(parent, name, NodeKind::kDirectory, mode, uid, gid, attr);
+}
+
+Status StoreImpl::CreateNode(NodeId parent, std::string_view name, NodeKind kind, uint32_t mode,
+                             uint32_t uid, uint32_t gid, NodeAttr* attr) {
   std::lock_guard l(meta_mu_);
   NodeRecord* dir = nullptr;
   SNAPDISK_RETURN_IF_ERROR(NodeLocked(parent, &dir));
@@ -189,20 +168,28 @@ Status StoreImpl::MakeDirectory(NodeId parent, std::string_view name, uint32_t m
   r.id = counters_.next_node++;
   r.parent = parent;
   r.name = std::string(name);
-  r.kind = NodeKind::kDirectory;
+  r.kind = kind;
   r.mode = mode & 07777;
   r.uid = uid;
   r.gid = gid;
   r.atime = r.mtime = r.ctime = NowTimestamp();
+  if (kind == NodeKind::kImage) r.epochs.push_back(Epoch{});
+  NodeRecord parent_rec = *dir;
+  parent_rec.mtime = parent_rec.ctime = r.ctime;
   rocksdb::WriteBatch b;
   PutNode(&b, r);
   PutCounters(&b);
-  dir->mtime = dir->ctime = r.ctime;
-  PutNode(&b, *dir);
-  SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, "create directory"));
+  PutNode(&b, parent_rec);
+  SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, kind == NodeKind::kImage ? "create image" : "create directory"));
+  *dir = std::move(parent_rec);
   children_[parent][r.name] = r.id;
   FillAttr(r, attr);
-  nodes_[r.id] = std::move(r);
+  const NodeId id = r.id;
+  nodes_[id] = std::move(r);
+  if (kind == NodeKind::kImage) {
+    states_[id] = std::make_shared<ImageState>(id);
+    PublishLocked(nodes_[id]);
+  }
   return Status::OK();
 }
 

@@ -201,6 +201,8 @@ class StoreImpl final : public Store {
                     uint64_t block);
 
   // Metadata helpers; caller holds meta_mu_.
+  Status CreateNode(NodeId parent, std::string_view name, NodeKind kind, uint32_t mode,
+                    uint32_t uid, uint32_t gid, NodeAttr* attr);
   Status NodeLocked(NodeId id, NodeRecord** rec);
   Status ImageLocked(NodeId id, NodeRecord** rec);
   Status ChildLocked(NodeId parent, std::string_view name, NodeRecord** rec);
