@@ -154,7 +154,7 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
                             size_t len, char* buf) {
   if (offset >= size) return Status::OK();
   len = static_cast<size_t>(std::min<uint64_t>(len, size - offset));
-  std::shared_lock<std::shared_mutex> io;
+  std::shared_lock<WriterPreferringMutex> io;
   if (live) io = std::shared_lock(img.io_mu);
   if (live) gen = img.View()->live_gen;
   char* scratch = ScratchBlock(block_size_);

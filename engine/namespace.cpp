@@ -76,7 +76,7 @@ Status StoreImpl::GetAttr(NodeId node, NodeAttr* attr) {
 
 Status StoreImpl::SetAttr(NodeId node, const AttrChange& c, NodeAttr* attr) {
   std::shared_ptr<ImageState> st;
-  std::unique_lock<std::shared_mutex> io;
+  std::unique_lock<WriterPreferringMutex> io;
   if (c.set_size) {
     SNAPDISK_RETURN_IF_ERROR(Writable());
     if (c.size > options_.max_image_size)

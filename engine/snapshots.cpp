@@ -69,7 +69,7 @@ Status StoreImpl::CreateGroupSnapshot(const std::vector<NodeId>& images, std::st
   }
   // Waiting for in-flight writes of every member (in id order, no deadlock)
   // makes the group one instant: no write lands between members.
-  std::vector<std::unique_lock<std::shared_mutex>> io;
+  std::vector<std::unique_lock<WriterPreferringMutex>> io;
   for (auto& st : states) io.emplace_back(st->io_mu);
   std::lock_guard l(meta_mu_);
   std::vector<NodeRecord> recs;
@@ -274,7 +274,7 @@ Status StoreImpl::CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) {
     dst_st = StateLocked(dst);
   }
   // Lock both images' io in id order.
-  std::unique_lock<std::shared_mutex> a, b;
+  std::unique_lock<WriterPreferringMutex> a, b;
   if (src < dst) {
     a = std::unique_lock(src_st->io_mu);
     b = std::unique_lock(dst_st->io_mu);

@@ -31,6 +31,7 @@
 #include "data_file.h"
 #include "index_db.h"
 #include "records.h"
+#include "rw_lock.h"
 #include "snapdisk/store.h"
 
 namespace snapdisk::engine {
@@ -64,7 +65,7 @@ struct ImageState {
   explicit ImageState(NodeId id) : id(id) {}
   const NodeId id;
 
-  std::shared_mutex io_mu;
+  WriterPreferringMutex io_mu;
   std::array<std::mutex, kStripes> stripes;
   std::mutex& StripeFor(uint64_t block) { return stripes[block % kStripes]; }
 
