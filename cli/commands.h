@@ -11,6 +11,12 @@ namespace snapdisk::cli {
 
 // mount, unmount (cmd_mount.cpp)
 void AddMountCommands(CLI::App& app);
+// snapshot list|create|delete|set|show|protect|unprotect, rollback (cmd_snapshot.cpp)
+void AddSnapshotCommands(CLI::App& app);
+// clone, diff, export, import (cmd_data.cpp)
+void AddDataCommands(CLI::App& app);
+// df, du, fsck, scrub (cmd_space.cpp)
+void AddSpaceCommands(CLI::App& app);
 
 // True if `word` names a registered subcommand (for mount.fuse3, which runs
 // `snapdisk STORE MOUNTPOINT -o OPTS`).

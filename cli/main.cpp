@@ -29,6 +29,21 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("snapdisk ") + SNAPDISK_VERSION);
   app.require_subcommand(1);
   snapdisk::cli::AddMountCommands(app);
+  snapdisk::cli::AddSnapshotCommands(app);
+  snapdisk::cli::AddDataCommands(app);
+  snapdisk::cli::AddSpaceCommands(app);
+  // Usage errors: one line, exit 2 (docs/cli.md).
+  app.failure_message([](const CLI::App* top, const CLI::Error& e) {
+    // "snapdisk: snapshot create: --volume is required (see --help)"
+    std::string verb;
+    for (const CLI::App* at = top;;) {
+      std::vector<CLI::App*> parsed = at->get_subcommands();
+      if (parsed.empty()) break;
+      at = parsed.front();
+      verb += (verb.empty() ? "" : " ") + at->get_name();
+    }
+    return "snapdisk: " + (verb.empty() ? "" : verb + ": ") + e.what() + " (see --help)\n";
+  });
 
   // mount -t fuse.snapdisk STORE MNT (mount.fuse3) runs `snapdisk STORE MNT
   // -o OPTS`: two leading positional arguments, the first not a subcommand,
@@ -37,14 +52,20 @@ int main(int argc, char** argv) {
   auto positional = [&](size_t i) {
     return i < args.size() && !args[i].empty() && args[i][0] != '-';
   };
-  if (positional(0) && positional(1) && !snapdisk::cli::IsSubcommand(app, args[0])) {
+  // Only a path (it has a '/') counts as a store: a mistyped verb such as
+  // `snapdisk fsk STORE` must be a usage error, not a mount of ./fsk.
+  if (positional(0) && positional(1) && args[0].find('/') != std::string::npos &&
+      !snapdisk::cli::IsSubcommand(app, args[0])) {
     args.insert(args.begin(), "mount");
   }
   std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
   try {
     app.parse(args);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();  // the verb printed its own message
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int rc = app.exit(e);  // prints help, the version or the usage error
+    return rc == 0 ? 0 : 2;
   }
   return 0;
 }

@@ -375,6 +375,26 @@ Status StoreImpl::SyncImage(ImageState& img) {
   return Status::OK();
 }
 
+uint64_t StoreImpl::NextBlockWithVersion(NodeId image, uint64_t from, uint64_t end, uint64_t min_gen,
+                                         uint64_t max_gen) {
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+  // Newest first within a block: seeking to (block, ~max_gen) lands on the
+  // newest version <= max_gen; if it is older than min_gen, no version of
+  // this block is in the window, so jump to the next block.
+  uint64_t block = from;
+  while (block < end) {
+    it->Seek(keys::Version(image, block, max_gen));
+    if (!it->Valid()) break;
+    keys::VersionKey vk;
+    if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.image != image || vk.block >= end) break;
+    if (vk.block == block && vk.generation >= min_gen) return block;
+    block = vk.block == block ? block + 1 : vk.block;
+  }
+  return end;
+}
+
 Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                             SeekWhence whence, uint64_t* result) {
   if (offset >= size) return Status::OutOfRange("seek offset is at or past the end of the image");
@@ -392,16 +412,8 @@ Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64
       while (cur) {
         auto view = cur->View();
         const EpochRt& ep = view->EpochFor(g);
-        std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
-        for (it->Seek(keys::Version(cur->id, block, std::numeric_limits<uint64_t>::max())); it->Valid(); it->Next()) {
-          keys::VersionKey vk;
-          if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.image != cur->id) break;
-          if (vk.block >= std::min(next, limit_blocks)) break;
-          if (vk.generation <= g && vk.generation >= ep.e.start_gen) {
-            next = vk.block;
-            break;
-          }
-        }
+        next = std::min(next, NextBlockWithVersion(cur->id, block, std::min(next, limit_blocks),
+                                                   ep.e.start_gen, g));
         if (!ep.has_base()) break;
         limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
         cur = ep.Next(cur, &hold);

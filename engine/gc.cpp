@@ -306,19 +306,40 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
       self = {it->second.generation, it->second.size};
     }
   }
-  // Referenced: every stored piece the view reads (through clones' bases too).
-  uint64_t pos = 0;
-  while (pos < self.limit) {
-    uint64_t at = 0;
-    Status s = SeekRange(*st, self.gen, self.limit, pos, SeekWhence::kData, &at);
-    if (s.Is(Status::Code::kOutOfRange)) break;
-    SNAPDISK_RETURN_IF_ERROR(s);
-    uint64_t block = at / block_size_;
+  // Referenced: every stored piece the view reads (through clones' bases
+  // too). Candidate blocks come from one pass over each level of the chain.
+  std::vector<uint64_t> blocks;
+  {
+    const uint64_t nblocks = (self.limit + block_size_ - 1) / block_size_;
+    rocksdb::ReadOptions ro;
+    ro.total_order_seek = true;
+    ImageState* cur = st.get();
+    std::shared_ptr<ImageState> hold;
+    uint64_t g = self.gen, limit_blocks = nblocks;
+    for (int depth = 0; cur && depth < 64; ++depth) {
+      auto view = cur->View();
+      const EpochRt& ep = view->EpochFor(g);
+      std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+      const std::string prefix = keys::ImagePrefix(cur->id);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        keys::VersionKey vk;
+        if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.block >= limit_blocks) break;
+        if (vk.generation <= g && vk.generation >= ep.e.start_gen) blocks.push_back(vk.block);
+      }
+      SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
+      if (!ep.has_base()) break;
+      limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
+      cur = ep.Next(cur, &hold);
+      g = ep.e.base_gen;
+    }
+    std::sort(blocks.begin(), blocks.end());
+    blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  }
+  const uint64_t all = pieces_ == 64 ? ~uint64_t{0} : ((uint64_t{1} << pieces_) - 1);
+  for (uint64_t block : blocks) {
     uint64_t stored = 0;
-    SNAPDISK_RETURN_IF_ERROR(ReadBlock(*st, self.gen, block, pieces_ == 64 ? ~uint64_t{0} : ((uint64_t{1} << pieces_) - 1),
-                                       nullptr, &stored));
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(*st, self.gen, block, all, nullptr, &stored));
     usage->referenced += uint64_t{static_cast<unsigned>(std::popcount(stored))} * kSubBlockSize;
-    pos = (block + 1) * block_size_;
   }
   // Unique: stored pieces of this image served to this reader and no other.
   return ForEachBlock(index_, pieces_, image, [&](uint64_t block, std::vector<BlockVersion>& vs) -> Status {

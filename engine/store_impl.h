@@ -198,6 +198,10 @@ class StoreImpl final : public Store {
                     const char* data, uint32_t len, rocksdb::WriteBatch* batch,
                     std::vector<std::string>* marked);
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
+  // The first block in [from, end) of `image` with a version whose
+  // generation lies in [min_gen, max_gen]; `end` if there is none.
+  uint64_t NextBlockWithVersion(NodeId image, uint64_t from, uint64_t end, uint64_t min_gen,
+                                uint64_t max_gen);
   Status ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                     uint64_t block);
 

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fs/control.h"
 #include "fs/fuse.h"
 #include "fs/log.h"
 #include "fs/ops.h"
@@ -171,8 +172,16 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
     parent->Notify(0);
   }
   Log(LogLevel::kInfo, "snapdisk: serving {} on {}", abs_store, mount.mountpoint);
+  // The control channel (fs/control.h). Without it the mount still works;
+  // only the CLI verbs that need it (diff, df, du, scrub) fail.
+  ControlServer control(store.get(), abs_store + "/" + kControlSocketName);
+  if (Status cs = control.Start(); !cs.ok()) {
+    Log(LogLevel::kError, "snapdisk: no control channel: {}", cs.ToString());
+  }
 
   int rc = LoopMt(se, mount.threads);
+
+  control.Stop();  // before the store closes: no request may outlive it
 
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

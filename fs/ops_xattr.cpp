@@ -5,6 +5,8 @@
 //     "IMAGE" or "IMAGE@SNAPSHOT")
 //   on images, write-only action: user.snapdisk.rollback = SNAPSHOT (or
 //     "force:SNAPSHOT") rolls the live image back (Store::Rollback).
+// Mirror directories under .snapshots: the write-only action
+// user.snapdisk.snapshot takes a group snapshot (group_snapshot.h).
 // Snapshot directories: see xattr_snapshot.cpp. The rest of .snapshots has
 // no attributes and is read-only.
 #include <sys/xattr.h>
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/group_snapshot.h"
 #include "fs/inode.h"
 #include "fs/op_util.h"
 #include "fs/ops.h"
@@ -109,6 +112,7 @@ Status DoSetxattr(SnapFs& fs, fuse_ino_t ino, std::string_view name, std::string
     if (!HasPrefix(name, kUserPrefix)) return Status::NotSupported("only user.* attributes");
     return SnapSetXattr(fs, ino, name, value, flags);
   }
+  if (TypeOf(ino) == InodeType::kMirror) return MirrorSetXattr(fs, ino, name, value);
   if (TypeOf(ino) != InodeType::kLive) return ReadOnlyTree("setxattr");
   if (!HasPrefix(name, kUserPrefix)) return Status::NotSupported("only user.* attributes");
   if (name == kRollback && IsImage(fs, IdOf(ino))) {
