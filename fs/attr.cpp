@@ -9,7 +9,9 @@ namespace {
 
 // Permission bits of the synthetic inodes. Owners come from the mirrored
 // directory or the image.
-constexpr uint32_t kMirrorPerm = 0555;      // .snapshots and its directories: read-only
+// 0755: with default_permissions, setxattr user.snapdisk.snapshot (a group
+// snapshot) needs write permission; everything else in them is EROFS.
+constexpr uint32_t kMirrorPerm = 0755;      // .snapshots and its directories
 constexpr uint32_t kSnapFolderPerm = 0755;  // mkdir/rmdir/mv in it manage snapshots
 // 0755 rather than 0555: with default_permissions the kernel demands write
 // permission on a snapshot directory for `rm -r` (unlink of the frozen view)
