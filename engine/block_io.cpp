@@ -400,25 +400,13 @@ Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64
   if (offset >= size) return Status::OutOfRange("seek offset is at or past the end of the image");
   const uint64_t nblocks = (size + block_size_ - 1) / block_size_;
   uint64_t block = offset / block_size_;
-  rocksdb::ReadOptions ro;
-  ro.total_order_seek = true;
   while (block < nblocks) {
     if (whence == SeekWhence::kData) {
       // Skip ahead to the next block any level of the image's chain has a version of.
       uint64_t next = nblocks;
-      ImageState* cur = &img;
-      std::shared_ptr<ImageState> hold;
-      uint64_t g = gen, limit_blocks = nblocks;
-      while (cur) {
-        auto view = cur->View();
-        const EpochRt& ep = view->EpochFor(g);
-        next = std::min(next, NextBlockWithVersion(cur->id, block, std::min(next, limit_blocks),
-                                                   ep.e.start_gen, g));
-        if (!ep.has_base()) break;
-        limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
-        cur = ep.Next(cur, &hold);
-        g = ep.e.base_gen;
-      }
+      ForEachChainLevel(img, gen, nblocks, [&](NodeId id, uint64_t min_gen, uint64_t max_gen, uint64_t limit) {
+        next = std::min(next, NextBlockWithVersion(id, block, std::min(next, limit), min_gen, max_gen));
+      });
       if (next >= nblocks) return Status::OutOfRange("no data past the offset");
       block = std::max(block, next);
     }

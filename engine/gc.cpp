@@ -313,25 +313,19 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
     const uint64_t nblocks = (self.limit + block_size_ - 1) / block_size_;
     rocksdb::ReadOptions ro;
     ro.total_order_seek = true;
-    ImageState* cur = st.get();
-    std::shared_ptr<ImageState> hold;
-    uint64_t g = self.gen, limit_blocks = nblocks;
-    for (int depth = 0; cur && depth < 64; ++depth) {
-      auto view = cur->View();
-      const EpochRt& ep = view->EpochFor(g);
+    Status scan;
+    ForEachChainLevel(*st, self.gen, nblocks, [&](NodeId id, uint64_t min_gen, uint64_t max_gen, uint64_t limit) {
+      if (!scan.ok()) return;
       std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
-      const std::string prefix = keys::ImagePrefix(cur->id);
+      const std::string prefix = keys::ImagePrefix(id);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
         keys::VersionKey vk;
-        if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.block >= limit_blocks) break;
-        if (vk.generation <= g && vk.generation >= ep.e.start_gen) blocks.push_back(vk.block);
+        if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.block >= limit) break;
+        if (vk.generation <= max_gen && vk.generation >= min_gen) blocks.push_back(vk.block);
       }
-      SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
-      if (!ep.has_base()) break;
-      limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
-      cur = ep.Next(cur, &hold);
-      g = ep.e.base_gen;
-    }
+      scan = FromRocks(it->status(), "scan block versions");
+    });
+    SNAPDISK_RETURN_IF_ERROR(scan);
     std::sort(blocks.begin(), blocks.end());
     blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
   }

@@ -184,7 +184,6 @@ class StoreImpl final : public Store {
                      uint64_t pinned_gen);
 
  private:
-  friend class GcPass;
   // Reads the pieces `want` of `block` at (img, gen) into buf (block_size_
   // bytes, piece i at i*4096). Pieces no version defines read as zeros.
   // *stored gets the pieces whose bytes came from stored data.
@@ -198,6 +197,24 @@ class StoreImpl final : public Store {
                     const char* data, uint32_t len, rocksdb::WriteBatch* batch,
                     std::vector<std::string>* marked);
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
+  // Calls fn(image, min_gen, max_gen, limit_blocks) for each level of the
+  // read chain of (img, gen): the image's own epoch window, then each base it
+  // reads through to, with the number of blocks that level can show.
+  template <typename Fn>
+  void ForEachChainLevel(ImageState& img, uint64_t gen, uint64_t nblocks, Fn&& fn) {
+    ImageState* cur = &img;
+    std::shared_ptr<ImageState> hold;  // keeps a base image's state alive
+    uint64_t g = gen, limit_blocks = nblocks;
+    for (int depth = 0; cur && depth < 64; ++depth) {
+      auto view = cur->View();
+      const EpochRt& ep = view->EpochFor(g);
+      fn(cur->id, ep.e.start_gen, g, limit_blocks);
+      if (!ep.has_base()) break;
+      limit_blocks = std::min(limit_blocks, (ep.e.base_limit + block_size_ - 1) / block_size_);
+      cur = ep.Next(cur, &hold);
+      g = ep.e.base_gen;
+    }
+  }
   // The first block in [from, end) of `image` with a version whose
   // generation lies in [min_gen, max_gen]; `end` if there is none.
   uint64_t NextBlockWithVersion(NodeId image, uint64_t from, uint64_t end, uint64_t min_gen,
