@@ -15,7 +15,10 @@ namespace snapdisk::engine {
 
 namespace {
 constexpr uint64_t kInProgress = std::numeric_limits<uint64_t>::max();
-constexpr uint64_t kMaxChunkBlocks = 16;  // blocks locked and committed together (1 MiB at 64 KiB)
+constexpr uint64_t kMaxChunkBlocks = 16;  // blocks locked together (1 MiB at 64 KiB)
+// Pending live records per image before a write flushes them to the index
+// (bounds memory to a few MiB per image and the work a snapshot waits for).
+constexpr uint64_t kMaxPendingRecords = 16384;
 
 uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
   uint64_t hi = last >= 63 ? ~uint64_t{0} : ((uint64_t{1} << (last + 1)) - 1);
@@ -80,19 +83,24 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
   const uint64_t block_start = block * block_size_;
   rocksdb::ReadOptions ro;
   ro.prefix_same_as_start = true;
+  uint64_t seek_gen = gen;
   if (live_stripe_held) {
-    // The cached live record answers most live reads without the index.
+    // The live cache is the truth for the live generation's key: it holds
+    // pending records the index has not seen yet.
     const ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
     auto hit = cache.gen == gen ? cache.records.find(block) : cache.records.end();
-    if (hit != cache.records.end() && (hit->second.present & want) == want) {
-      const VersionRecord& rec = hit->second;
-      uint64_t dm = want & rec.data;
+    if (hit != cache.records.end()) {
+      const VersionRecord& rec = hit->second.rec;
+      const uint64_t m = rec.present & want;
+      const uint64_t dm = m & rec.data;
       if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, img.id, block));
       if (buf)
         for (uint32_t p = 0; p < pieces_; ++p)
-          if ((want & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+          if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
       *stored = dm;
-      return Status::OK();
+      want &= ~m;
+      if (!want) return Status::OK();
+      seek_gen = gen - 1;  // older versions come from the index
     }
   }
   while (want) {
@@ -100,7 +108,7 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
     const EpochRt& ep = view->EpochFor(g);
     std::string prefix = keys::BlockPrefix(cur->id, block);
     std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
-    for (it->Seek(keys::Version(cur->id, block, g)); it->Valid() && want; it->Next()) {
+    for (it->Seek(keys::Version(cur->id, block, cur == &img ? std::min(g, seek_gen) : g)); it->Valid() && want; it->Next()) {
       if (!it->key().starts_with(prefix)) break;
       keys::VersionKey vk;
       if (!keys::ParseVersion(it->key().ToStringView(), &vk)) return Status::Corruption("damaged version key");
@@ -178,22 +186,24 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
 }
 
 Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                             const char* data, uint32_t len, rocksdb::WriteBatch* batch,
-                             std::vector<std::string>* marked) {
-  const std::string key = keys::Version(img.id, block, live_gen);
+                             const char* data, uint32_t len, std::vector<std::string>* marked) {
   ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
   if (cache.gen != live_gen) {
+    // Every generation change flushes pending records first (FlushPending
+    // under an exclusive io_mu), so nothing pending is dropped here.
     cache.records.clear();
     cache.gen = live_gen;
   }
-  VersionRecord rec;
+  ImageState::CachedRecord entry;
   bool exists = false;
   if (auto hit = cache.records.find(block); hit != cache.records.end()) {
-    rec = hit->second;
+    entry = hit->second;
     exists = true;
   } else {
-    SNAPDISK_RETURN_IF_ERROR(ReadVersion(key, &rec, &exists));
+    SNAPDISK_RETURN_IF_ERROR(ReadVersion(keys::Version(img.id, block, live_gen), &entry.rec, &exists));
+    entry.indexed = exists;
   }
+  VersionRecord& rec = entry.rec;
   if (!exists) {
     rec = VersionRecord();
     rec.crc.assign(pieces_, 0);
@@ -207,9 +217,10 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   if (off % kSubBlockSize) partial |= uint64_t{1} << first;
   if ((off + len) % kSubBlockSize) partial |= uint64_t{1} << last;
   if (partial) {
-    std::vector<char> cur(block_size_);
+    thread_local std::vector<char> cur;
+    cur.resize(block_size_);
     uint64_t ignored = 0;
-    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, partial, cur.data(), &ignored));
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, partial, cur.data(), &ignored, true));
     for (uint32_t p = first; p <= last; ++p)
       if (partial >> p & 1)
         std::memcpy(piece_buf + size_t{p} * kSubBlockSize, cur.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
@@ -224,20 +235,22 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     // An all-zero write over pieces that already read as zeros stores
     // nothing, not even a record.
     uint64_t stored = 0;
-    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, touched, nullptr, &stored));
+    SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, live_gen, block, touched, nullptr, &stored, true));
     if (stored == 0) return Status::OK();
   }
 
-  // Overwriting or punching bytes of this version in place: leave a durable
-  // trace first, so that a crash in the middle is repaired (store_open.cpp)
-  // instead of surfacing as a checksum error.
+  // Overwriting or punching bytes of an indexed version in place: log it
+  // first, so that a crash before the new record is flushed and synced is
+  // repaired at open (RecoverDirty) instead of surfacing as a checksum
+  // error. A version the index has never seen needs no trace: a crash
+  // forgets it and frees its slot.
   const uint64_t in_place = touched & rec.data;
-  if (exists && in_place) {
+  if (entry.indexed && in_place) {
+    std::string key = keys::Version(img.id, block, live_gen);
     std::lock_guard l(img.dirty_mu);
     auto [it, inserted] = img.dirty.try_emplace(key, kInProgress);
     if (inserted) {
-      Status s = IndexHealthy();
-      if (s.ok()) s = NoteIndexResult(index_.db->Put(rocksdb::WriteOptions(), index_.dirty, key, ""), "mark block dirty");
+      Status s = dirty_log_.Append(key);
       if (!s.ok()) {
         img.dirty.erase(it);
         return s;
@@ -245,7 +258,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     } else {
       it->second = kInProgress;
     }
-    marked->push_back(key);
+    marked->push_back(std::move(key));
   }
 
   if (nonzero && rec.slot == kNoSlot) rec.slot = slots_.Allocate();
@@ -270,9 +283,15 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   }
   rec.data = (rec.data & ~touched) | nonzero;
   rec.present |= touched;
-  batch->Put(index_.versions, key, rec.Encode());
-  if (cache.records.size() >= ImageState::kLiveCachePerStripe) cache.records.clear();
-  cache.records[block] = std::move(rec);  // WriteRange drops it if the commit fails
+  if (entry.pending == 0) img.pending_records.fetch_add(1);
+  entry.pending = ++flush_ticket_;
+  if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
+    // Evict what the index already has; pending entries stay (WriteRange
+    // flushes the image when too many are pending).
+    for (auto it = cache.records.begin(); it != cache.records.end();)
+      it = it->second.pending == 0 ? cache.records.erase(it) : std::next(it);
+  }
+  cache.records[block] = std::move(entry);
   return Status::OK();
 }
 
@@ -298,7 +317,6 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
     std::vector<std::unique_lock<std::mutex>> locks;
     for (size_t s : stripes) locks.emplace_back(img.stripes[s]);
 
-    rocksdb::WriteBatch batch;
     std::vector<std::string> marked;
     uint64_t p = pos;
     while (p < end) {
@@ -306,18 +324,12 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
       uint32_t in = static_cast<uint32_t>(p % block_size_);
       uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(block_size_ - in, end - p));
       const char* src = zeros ? ZeroBlock(block_size_) : data + (p - offset);
-      SNAPDISK_RETURN_IF_ERROR(WriteBlock(img, live_gen, block, in, src, n, &batch, &marked));
+      SNAPDISK_RETURN_IF_ERROR(WriteBlock(img, live_gen, block, in, src, n, &marked));
       p += n;
     }
-    if (batch.Count() > 0) {
-      Status st = Commit(&batch, false, "write block index");
-      if (!st.ok()) {
-        for (size_t s : stripes) img.live_cache[s].records.clear();
-        return st;
-      }
-    }
-    {
-      // The in-place writes of this chunk are complete and indexed.
+    if (!marked.empty()) {
+      // The in-place writes of this chunk are complete: the next sync that
+      // starts after this point makes them durable.
       std::lock_guard l(img.dirty_mu);
       uint64_t seq = ++write_seq_;
       for (const std::string& k : marked) img.dirty[k] = seq;
@@ -325,6 +337,7 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
     done = end - offset;
   }
   img.change_seq.fetch_add(1);
+  if (img.pending_records.load() >= kMaxPendingRecords) SNAPDISK_RETURN_IF_ERROR(FlushPending(img));
   if (!zeros && offset + len > img.size.load()) {
     std::lock_guard l(meta_mu_);
     auto it = nodes_.find(img.id);
@@ -340,11 +353,59 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
   return Status::OK();
 }
 
-Status StoreImpl::SyncImage(ImageState& img) {
+Status StoreImpl::FlushPending(ImageState& img) {
+  std::lock_guard flush(img.flush_mu);
+  if (img.pending_records.load() == 0) return Status::OK();
+  SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
+  struct Taken {
+    size_t stripe;
+    uint64_t gen, block, ticket;
+  };
+  std::vector<Taken> taken;
+  rocksdb::WriteBatch batch;
+  for (size_t s = 0; s < ImageState::kStripes; ++s) {
+    std::lock_guard l(img.stripes[s]);
+    const ImageState::LiveCache& cache = img.live_cache[s];
+    for (const auto& [block, entry] : cache.records) {
+      if (!entry.pending) continue;
+      batch.Put(index_.versions, keys::Version(img.id, block, cache.gen), entry.rec.Encode());
+      taken.push_back({s, cache.gen, block, entry.pending});
+    }
+  }
+  if (taken.empty()) return Status::OK();
+  SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
+  // Entries written again meanwhile carry a newer ticket and stay pending.
+  for (const Taken& t : taken) {
+    std::lock_guard l(img.stripes[t.stripe]);
+    ImageState::LiveCache& cache = img.live_cache[t.stripe];
+    if (cache.gen != t.gen) continue;
+    auto it = cache.records.find(t.block);
+    if (it == cache.records.end() || it->second.pending != t.ticket) continue;
+    it->second.pending = 0;
+    it->second.indexed = true;
+    img.pending_records.fetch_sub(1);
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::FlushAllPending() {
+  std::vector<std::shared_ptr<ImageState>> states;
+  {
+    std::lock_guard l(meta_mu_);
+    for (const auto& [id, st] : states_)
+      if (st->pending_records.load()) states.push_back(st);
+  }
+  for (auto& st : states) SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
+  return Status::OK();
+}
+
+Status StoreImpl::SyncImage(ImageState& img) { return SyncImages({&img}); }
+
+Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   SNAPDISK_RETURN_IF_ERROR(Writable());
   const uint64_t seq = write_seq_.load();
-  // Data first, then the index: a synced record never names unsynced data.
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
+  // Data first, then the index: a synced record never names unsynced data.
   Status st = data_.Sync();
   if (!st.ok()) {
     // A failed fdatasync may have dropped dirty pages: nothing written since
@@ -352,25 +413,25 @@ Status StoreImpl::SyncImage(ImageState& img) {
     failed_sync_ = true;
     return st;
   }
+  for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
   // A failed log sync stops the index until DB::Resume (IndexHealthy).
   SNAPDISK_RETURN_IF_ERROR(NoteIndexResult(index_.db->SyncWAL(), "sync index log"));
-  // Versions whose in-place writes all completed before this sync are now
-  // consistent on disk: drop their dirty markers.
-  std::vector<std::string> done;
-  {
-    std::lock_guard l(img.dirty_mu);
-    for (const auto& [k, v] : img.dirty)
-      if (v <= seq) done.push_back(k);
-  }
-  for (const std::string& k : done) {
-    keys::VersionKey vk;
-    keys::ParseVersion(k, &vk);
-    std::lock_guard stripe(img.StripeFor(vk.block));
-    std::lock_guard l(img.dirty_mu);
-    auto it = img.dirty.find(k);
-    if (it == img.dirty.end() || it->second > seq) continue;
-    SNAPDISK_RETURN_IF_ERROR(NoteIndexResult(index_.db->Delete(rocksdb::WriteOptions(), index_.dirty, k), "clear dirty marker"));
-    img.dirty.erase(it);
+  // In-place writes that completed before this sync are now durable with
+  // their checksums: drop them from the dirty log.
+  for (ImageState* img : images) {
+    std::vector<std::string> done;
+    std::lock_guard l(img->dirty_mu);
+    for (auto it = img->dirty.begin(); it != img->dirty.end();) {
+      if (it->second <= seq) {
+        done.push_back(it->first);
+        it = img->dirty.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Under dirty_mu: a writer re-dirtying one of these keys must find it
+    // released, so that it logs it again.
+    if (!done.empty()) dirty_log_.Release(done);
   }
   return Status::OK();
 }
@@ -398,6 +459,7 @@ uint64_t StoreImpl::NextBlockWithVersion(NodeId image, uint64_t from, uint64_t e
 Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                             SeekWhence whence, uint64_t* result) {
   if (offset >= size) return Status::OutOfRange("seek offset is at or past the end of the image");
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(img));  // the live generation is read from the index
   const uint64_t nblocks = (size + block_size_ - 1) / block_size_;
   uint64_t block = offset / block_size_;
   while (block < nblocks) {

@@ -12,6 +12,7 @@ namespace snapdisk::engine {
 
 Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, uint64_t)>& progress) {
   *report = CheckReport();
+  SNAPDISK_RETURN_IF_ERROR(FlushAllPending());  // check what the index will hold
   std::unordered_set<NodeId> images;
   {
     std::lock_guard l(meta_mu_);

@@ -50,6 +50,7 @@ Status StoreImpl::Diff(NodeId image, SnapshotId from, SnapshotId to, std::vector
     SNAPDISK_RETURN_IF_ERROR(view_of(to, &to_gen, &to_size));
     if (from != kLive) SNAPDISK_RETURN_IF_ERROR(view_of(from, &from_gen, &from_size));
   }
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));  // the live generation is read from the index
   if (from != kLive && from_gen > to_gen)
     return Status::InvalidArgument("the 'from' snapshot is newer than the 'to' view");
 

@@ -82,7 +82,13 @@ void StoreImpl::GcThread() {
       std::unique_lock l(gc_mu_);
       while (gc_queue_.empty() && !gc_stop_) {
         run.unlock();
-        gc_cv_.wait(l);
+        // Idle: every few seconds, hand pending live records to the index
+        // (like a kernel's periodic writeback; it does not sync).
+        if (gc_cv_.wait_for(l, std::chrono::seconds(5)) == std::cv_status::timeout && !gc_stop_) {
+          l.unlock();
+          (void)FlushAllPending();
+          l.lock();
+        }
         l.unlock();
         run.lock();
         l.lock();
@@ -226,6 +232,9 @@ Status StoreImpl::GcImage(NodeId image) {
     epochs = it->second.epochs;
     drop_node = readers.empty();
   }
+  // Pending live records are invisible to the scan below; flushed, they are
+  // judged like the rest (and an image being dropped leaks no slot).
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   rocksdb::WriteBatch batch;
   std::vector<uint64_t> freed;
   auto flush = [&]() -> Status {
@@ -253,7 +262,6 @@ Status StoreImpl::GcImage(NodeId image) {
           alive = ServedReaders(readers, epochs, vs, i, p, block_start, 1, nullptr) > 0;
       if (alive) continue;
       batch.Delete(index_.versions, vs[i].key);
-      batch.Delete(index_.dirty, vs[i].key);
       if (vs[i].rec.slot != kNoSlot) freed.push_back(vs[i].rec.slot);
     }
     if (batch.Count() >= 4096) return flush();
@@ -306,6 +314,7 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
       self = {it->second.generation, it->second.size};
     }
   }
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));  // the live generation is read from the index
   // Referenced: every stored piece the view reads (through clones' bases
   // too). Candidate blocks come from one pass over each level of the chain.
   std::vector<uint64_t> blocks;

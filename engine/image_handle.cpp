@@ -95,6 +95,9 @@ Status StoreImpl::OpenImage(NodeId image, SnapshotId snapshot, bool writable,
 void StoreImpl::ReleaseHandle(const std::shared_ptr<ImageState>& img, bool writer, bool live,
                               uint64_t pinned_gen) {
   bool collect = false;
+  // A closed image keeps nothing pending: its records go to the index now
+  // (a failure leaves them pending for the next flush).
+  if (writer) (void)FlushPending(*img);
   {
     std::lock_guard l(meta_mu_);
     --img->open_handles;

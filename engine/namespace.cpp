@@ -89,6 +89,7 @@ Status StoreImpl::SetAttr(NodeId node, const AttrChange& c, NodeAttr* attr) {
       st = StateLocked(node);
     }
     io = std::unique_lock(st->io_mu);  // a resize orders itself against in-flight writes
+    SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));  // a shrink starts a new generation
   }
   bool shrunk = false;
   {

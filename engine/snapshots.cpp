@@ -71,6 +71,8 @@ Status StoreImpl::CreateGroupSnapshot(const std::vector<NodeId>& images, std::st
   // makes the group one instant: no write lands between members.
   std::vector<std::unique_lock<WriterPreferringMutex>> io;
   for (auto& st : states) io.emplace_back(st->io_mu);
+  // The snapshot's generation is read through the index from now on.
+  for (auto& st : states) SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   std::lock_guard l(meta_mu_);
   std::vector<NodeRecord> recs;
   for (NodeId id : order) recs.push_back(nodes_[id]);
@@ -224,6 +226,7 @@ Status StoreImpl::Rollback(NodeId image, std::string_view name, bool force) {
     st = StateLocked(image);
   }
   std::unique_lock io(st->io_mu);
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));  // the live generation ends here
   {
     std::lock_guard l(meta_mu_);
     SnapshotInfo* s = nullptr;
@@ -282,6 +285,9 @@ Status StoreImpl::CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) {
     b = std::unique_lock(dst_st->io_mu);
     a = std::unique_lock(src_st->io_mu);
   }
+  // The clone reads the source's generation through the index.
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*src_st));
+  SNAPDISK_RETURN_IF_ERROR(FlushPending(*dst_st));
   std::lock_guard l(meta_mu_);
   NodeRecord s = nodes_[src];
   NodeRecord d = nodes_[dst];

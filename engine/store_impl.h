@@ -1,7 +1,8 @@
 // StoreImpl: the engine behind the public Store interface.
 //
-// State and locks (lock order: an image's io_mu, then its block stripes in
-// ascending order, then meta_mu_; view_mu and dirty_mu are leaves):
+// State and locks (lock order: an image's io_mu, then its flush_mu, then its
+// block stripes in ascending order, then meta_mu_; view_mu and dirty_mu are
+// leaves, except that dirty_mu is held while appending to the dirty log):
 // - meta_mu_ guards the namespace and snapshot maps below (nodes_, children_,
 //   snapshots_, by_name_) and ImageState::open_* counters. Critical sections
 //   are short and never do data I/O; they may do one RocksDB write.
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "data_file.h"
+#include "dirty_log.h"
 #include "index_db.h"
 #include "records.h"
 #include "rw_lock.h"
@@ -69,15 +71,26 @@ struct ImageState {
   std::array<std::mutex, kStripes> stripes;
   std::mutex& StripeFor(uint64_t block) { return stripes[block % kStripes]; }
 
-  // Write-through cache of live-generation version records, one map per
-  // stripe, each guarded by its stripe mutex and valid for one generation.
-  // It spares the write path a RocksDB lookup per block.
+  // Live-generation version records, one map per stripe, each guarded by
+  // its stripe mutex and valid for one generation. A write updates the
+  // record here only; the index gets it when the image is flushed
+  // (FlushPending: at fsync, snapshot, clone, rollback, resize, close, when
+  // too many are pending, and every few seconds). Until then the entry is
+  // the truth for its key and is never evicted. Clean entries are a cache
+  // that spares the write path a RocksDB lookup per block.
+  struct CachedRecord {
+    VersionRecord rec;
+    bool indexed = false;    // some version of this key is in the index
+    uint64_t pending = 0;    // nonzero: newer than the index (a flush ticket)
+  };
   struct LiveCache {
     uint64_t gen = 0;
-    std::unordered_map<uint64_t, VersionRecord> records;
+    std::unordered_map<uint64_t, CachedRecord> records;
   };
   std::array<LiveCache, kStripes> live_cache;
   static constexpr size_t kLiveCachePerStripe = 2048;
+  std::atomic<uint64_t> pending_records{0};  // entries with pending != 0
+  std::mutex flush_mu;  // one flush of this image at a time (after io_mu, before stripes)
 
   std::atomic<uint64_t> size{0};
   std::atomic<uint64_t> change_seq{0};  // bumped by every data change (for cp continuation)
@@ -92,7 +105,8 @@ struct ImageState {
     view = std::move(v);
   }
 
-  // Versions overwritten in place since the last sync: key -> write seq.
+  // Indexed versions overwritten in place since the last sync: key -> write
+  // seq (kInProgress while a write is under way); each is in the dirty log.
   std::mutex dirty_mu;
   std::map<std::string, uint64_t> dirty;
 
@@ -177,6 +191,9 @@ class StoreImpl final : public Store {
   Status WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len,
                     bool zeros);
   Status SyncImage(ImageState& img);
+  // Makes every write to `images` completed before the call durable, with
+  // one data sync and one index log sync for all of them.
+  Status SyncImages(const std::vector<ImageState*>& images);
   Status SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                    SeekWhence whence, uint64_t* result);
   Status Writable() const;  // ReadOnly after a failed sync
@@ -192,10 +209,15 @@ class StoreImpl final : public Store {
   Status ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
                    uint64_t* stored, bool live_stripe_held = false);
   // Writes [off, off+len) of `block` of the live image; caller holds io_mu
-  // shared and the block's stripe. Appends the version record to `batch`.
+  // shared and the block's stripe. The new version record stays pending in
+  // the image's live cache; in-place overwrites of indexed versions are
+  // added to `marked` (and the dirty log).
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                    const char* data, uint32_t len, rocksdb::WriteBatch* batch,
-                    std::vector<std::string>* marked);
+                    const char* data, uint32_t len, std::vector<std::string>* marked);
+  // Writes the image's pending live records to the index (not synced).
+  // Caller may hold io_mu (either way) but no stripe.
+  Status FlushPending(ImageState& img);
+  Status FlushAllPending();
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
   // Calls fn(image, min_gen, max_gen, limit_blocks) for each level of the
   // read chain of (img, gen): the image's own epoch window, then each base it
@@ -246,7 +268,7 @@ class StoreImpl final : public Store {
   bool HasDependentsLocked(NodeId image) const;
   Status DropImageLocked(NodeRecord* rec, rocksdb::WriteBatch* b);
   Status LoadMetadata();
-  Status RecoverDirty();
+  Status RecoverDirty(const std::vector<std::string>& logged);
   Status SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int64_t now_ns,
                             rocksdb::WriteBatch* b, SnapshotInfo* out);
   bool IsPristineLocked(const NodeRecord& r);
@@ -263,7 +285,9 @@ class StoreImpl final : public Store {
   uint32_t pieces_ = 16;
   IndexDb index_;
   DataFile data_;
+  DirtyLog dirty_log_;
   SlotAllocator slots_;
+  std::atomic<uint64_t> flush_ticket_{0};
   std::atomic<uint64_t> write_seq_{0};
   std::atomic<bool> failed_sync_{false};
   std::atomic<bool> index_error_{false};

@@ -70,8 +70,10 @@ StoreImpl::~StoreImpl() {
   gc_cv_.notify_all();
   if (gc_thread_.joinable()) gc_thread_.join();
   if (index_.db && IndexHealthy().ok()) {
+    // Flushes pending records and empties the dirty log.
     (void)SyncAll();
-    // A clean close leaves no dirty markers behind.
+    // A clean close leaves no dirty markers behind (stores of format 1 kept
+    // them in the index).
     rocksdb::WriteBatch b;
     std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(rocksdb::ReadOptions(), index_.dirty));
     for (it->SeekToFirst(); it->Valid(); it->Next()) b.Delete(index_.dirty, it->key());
@@ -151,8 +153,10 @@ Status StoreImpl::OpenStore() {
   block_size_ = format.block_size;
   pieces_ = block_size_ / kSubBlockSize;
   SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_));
+  std::vector<std::string> logged_dirty;
+  SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(path_ + "/data/dirty.log", &logged_dirty));
   SNAPDISK_RETURN_IF_ERROR(LoadMetadata());
-  SNAPDISK_RETURN_IF_ERROR(RecoverDirty());
+  SNAPDISK_RETURN_IF_ERROR(RecoverDirty(logged_dirty));
 
   // Reclaim whatever a crash left unreferenced, then keep collecting.
   {
@@ -213,18 +217,22 @@ Status StoreImpl::LoadMetadata() {
   return Status::OK();
 }
 
-Status StoreImpl::RecoverDirty() {
-  // A version marked dirty may have had pieces overwritten in place after its
-  // checksums were last recorded (the process died mid-write). Its bytes are
-  // all legitimate (old or new data of writes nobody saw synced), so record
-  // the checksums of what is there now.
-  std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(rocksdb::ReadOptions(), index_.dirty));
+Status StoreImpl::RecoverDirty(const std::vector<std::string>& logged) {
+  // A version in the dirty log may have had pieces overwritten in place
+  // after its checksums were last recorded (the process died mid-write or
+  // before the next sync). Its bytes are all legitimate (old or new data of
+  // writes nobody saw synced), so record the checksums of what is there now.
+  // Older stores kept the same markers in the "dirty" column family.
+  std::set<std::string> keys(logged.begin(), logged.end());
   rocksdb::WriteBatch b;
-  std::vector<char> piece(kSubBlockSize);
-  size_t repaired = 0;
+  std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(rocksdb::ReadOptions(), index_.dirty));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    std::string key = it->key().ToString();
-    b.Delete(index_.dirty, key);
+    keys.insert(it->key().ToString());
+    b.Delete(index_.dirty, it->key());
+  }
+  SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan dirty markers"));
+  std::vector<char> piece(kSubBlockSize);
+  for (const std::string& key : keys) {
     VersionRecord rec;
     bool found = false;
     SNAPDISK_RETURN_IF_ERROR(ReadVersion(key, &rec, &found));
@@ -235,12 +243,12 @@ Status StoreImpl::RecoverDirty() {
       rec.crc[i] = PieceChecksum(piece.data());
     }
     b.Put(index_.versions, key, rec.Encode());
-    ++repaired;
   }
-  SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan dirty markers"));
-  if (b.Count() == 0) return Status::OK();
-  SNAPDISK_RETURN_IF_ERROR(data_.Sync());
-  return Commit(&b, true, "repair checksums after a crash");
+  if (b.Count() > 0) {
+    SNAPDISK_RETURN_IF_ERROR(data_.Sync());
+    SNAPDISK_RETURN_IF_ERROR(Commit(&b, true, "repair checksums after a crash"));
+  }
+  return dirty_log_.Reset();
 }
 
 // ---- small shared helpers ----------------------------------------------------
@@ -334,8 +342,9 @@ Status StoreImpl::SyncAll() {
     SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
     return NoteIndexResult(index_.db->SyncWAL(), "sync index");
   }
-  for (auto& st : all) SNAPDISK_RETURN_IF_ERROR(SyncImage(*st));
-  return Status::OK();
+  std::vector<ImageState*> images;
+  for (auto& st : all) images.push_back(st.get());
+  return SyncImages(images);
 }
 
 }  // namespace engine
