@@ -19,16 +19,36 @@ Status FromErrno(int err, const std::string& what) {
   if (err == ENOSPC || err == EDQUOT) return Status::NoSpace(msg + " (free space in the store's file system)");
   return Status::IOError(msg);
 }
+class PosixDataFileIo final : public DataFileIo {
+ public:
+  int Open(const std::string& path, int flags, mode_t mode) override {
+    return ::open(path.c_str(), flags, mode);
+  }
+  int Close(int fd) override { return ::close(fd); }
+  ssize_t Pread(int fd, void* buf, size_t len, off_t pos) override { return ::pread(fd, buf, len, pos); }
+  ssize_t Pwrite(int fd, const void* buf, size_t len, off_t pos) override {
+    return ::pwrite(fd, buf, len, pos);
+  }
+  int PunchHole(int fd, off_t pos, off_t len) override {
+    return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len);
+  }
+  int Fdatasync(int fd) override { return ::fdatasync(fd); }
+};
 }  // namespace
 
+DataFileIo* DataFileIo::Posix() {
+  static PosixDataFileIo* const posix = new PosixDataFileIo;  // never destroyed
+  return posix;
+}
+
 DataFile::~DataFile() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) io_->Close(fd_);
 }
 
 Status DataFile::Open(const std::string& path, uint32_t block_size) {
   path_ = path;
   block_size_ = block_size;
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  fd_ = io_->Open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) return FromErrno(errno, "open " + path);
   return Status::OK();
 }
@@ -37,7 +57,7 @@ Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf) c
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
   size_t done = 0;
   while (done < len) {
-    ssize_t n = ::pread(fd_, buf + done, len - done, pos + static_cast<off_t>(done));
+    ssize_t n = io_->Pread(fd_, buf + done, len - done, pos + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return FromErrno(errno, fmt::format("read slot {} of {}", slot, path_));
@@ -55,11 +75,16 @@ Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
   size_t done = 0;
   while (done < len) {
-    ssize_t n = ::pwrite(fd_, data + done, len - done, pos + static_cast<off_t>(done));
+    // A short write (a signal, or the file system filling up) continues
+    // where it stopped; the next call reports the error, if there is one.
+    ssize_t n = io_->Pwrite(fd_, data + done, len - done, pos + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return FromErrno(errno, fmt::format("write slot {} of {}", slot, path_));
     }
+    if (n == 0)  // no progress and no error: do not spin
+      return Status::IOError(fmt::format("write slot {} of {}: wrote 0 of {} bytes", slot, path_,
+                                         len - done));
     done += static_cast<size_t>(n);
   }
   return Status::OK();
@@ -67,7 +92,7 @@ Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_
 
 Status DataFile::Punch(uint64_t slot, uint32_t offset, uint32_t len) {
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
-  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len) != 0) {
+  if (io_->PunchHole(fd_, pos, len) != 0) {
     if (errno == EOPNOTSUPP) {  // file system without hole punching: zero instead
       std::vector<char> zeros(len, 0);
       return Write(slot, offset, zeros.data(), len);
@@ -78,7 +103,7 @@ Status DataFile::Punch(uint64_t slot, uint32_t offset, uint32_t len) {
 }
 
 Status DataFile::Sync() {
-  if (::fdatasync(fd_) != 0) return FromErrno(errno, "fdatasync " + path_);
+  if (io_->Fdatasync(fd_) != 0) return FromErrno(errno, "fdatasync " + path_);
   return Status::OK();
 }
 

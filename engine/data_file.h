@@ -8,7 +8,13 @@
 //
 // Thread-safety: DataFile's I/O calls are safe from many threads (pread /
 // pwrite on one fd). SlotAllocator is internally locked.
+//
+// All raw I/O goes through a DataFileIo (the POSIX calls by default), the seam
+// through which tests inject ENOSPC, EIO, short writes and lost unsynced data
+// (engine/fault_injection.h). It costs one virtual call per system call.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <mutex>
@@ -19,6 +25,24 @@
 
 namespace snapdisk::engine {
 
+// The system calls under DataFile, with their POSIX contracts: -1 and errno
+// on failure, and Pwrite / Pread may transfer fewer bytes than asked.
+// Implementations must be safe to call from many threads at once.
+class DataFileIo {
+ public:
+  virtual ~DataFileIo() = default;
+  virtual int Open(const std::string& path, int flags, mode_t mode) = 0;
+  virtual int Close(int fd) = 0;
+  virtual ssize_t Pread(int fd, void* buf, size_t len, off_t pos) = 0;
+  virtual ssize_t Pwrite(int fd, const void* buf, size_t len, off_t pos) = 0;
+  // fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE).
+  virtual int PunchHole(int fd, off_t pos, off_t len) = 0;
+  virtual int Fdatasync(int fd) = 0;
+
+  // The real system calls; a process-wide object that is never destroyed.
+  static DataFileIo* Posix();
+};
+
 class DataFile {
  public:
   DataFile() = default;
@@ -26,6 +50,9 @@ class DataFile {
   DataFile(const DataFile&) = delete;
   DataFile& operator=(const DataFile&) = delete;
 
+  // Replaces the I/O under this file (tests); call before Open. `io` must
+  // outlive the DataFile.
+  void UseIo(DataFileIo* io) { io_ = io; }
   Status Open(const std::string& path, uint32_t block_size);
   Status Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf) const;
   Status Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len);
@@ -36,6 +63,7 @@ class DataFile {
   const std::string& path() const { return path_; }
 
  private:
+  DataFileIo* io_ = DataFileIo::Posix();
   int fd_ = -1;
   uint32_t block_size_ = 0;
   std::string path_;

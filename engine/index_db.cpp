@@ -26,6 +26,10 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
 
 IndexDb::~IndexDb() { (void)Close(); }
 
+void IndexDb::UseFileSystem(const std::shared_ptr<rocksdb::FileSystem>& fs) {
+  env = rocksdb::NewCompositeEnv(fs);
+}
+
 Status IndexDb::Close() {
   if (!db) return Status::OK();
   for (auto* h : {nodes, snapshots, versions, dirty})
@@ -39,6 +43,7 @@ Status IndexDb::Close() {
 
 Status IndexDb::Open(const std::string& path, const Options& options, bool create) {
   rocksdb::Options dbo;
+  if (env) dbo.env = env.get();
   dbo.create_if_missing = create;
   dbo.create_missing_column_families = create;
   dbo.error_if_exists = false;

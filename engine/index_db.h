@@ -7,6 +7,8 @@
 #include <string>
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 
 #include "snapdisk/options.h"
 #include "snapdisk/status.h"
@@ -14,6 +16,9 @@
 namespace snapdisk::engine {
 
 struct IndexDb {
+  // Set only when a test replaced the file system (UseFileSystem); declared
+  // before `db` so that it outlives it.
+  std::unique_ptr<rocksdb::Env> env;
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::ColumnFamilyHandle* meta = nullptr;      // default: format, counters
   rocksdb::ColumnFamilyHandle* nodes = nullptr;     // node id -> NodeRecord
@@ -25,6 +30,11 @@ struct IndexDb {
   ~IndexDb();
   IndexDb(const IndexDb&) = delete;
   IndexDb& operator=(const IndexDb&) = delete;
+
+  // Runs RocksDB on `fs` instead of the default file system: the seam
+  // through which tests inject faults (engine/fault_injection.h). Call
+  // before Open.
+  void UseFileSystem(const std::shared_ptr<rocksdb::FileSystem>& fs);
 
   // Opens `path`; `create` allows creating a new, empty database.
   Status Open(const std::string& path, const Options& options, bool create);

@@ -125,6 +125,10 @@ struct ImageState {
 };
 
 class StoreImpl final : public Store {
+  // Test seam (engine/fault_injection.cpp): installs faulty I/O under index_
+  // and data_ before OpenStore.
+  friend struct IoSeamAccess;
+
  public:
   StoreImpl(const Options& options, std::string path);
   ~StoreImpl() override;

@@ -1,0 +1,418 @@
+// Fault injection: ENOSPC, EIO, short writes and lost unsynced data under the
+// index and the data file (engine/fault_injection.h), through the public
+// Store / ImageHandle API. Each test checks that the failing call returns a
+// clean Status, that synced data survives byte for byte, that a failed sync
+// makes the store refuse writes, and that once the fault is gone the store
+// (reopened, or the same one where the engine can recover in place) works and
+// Check() finds nothing wrong.
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "fault_injection.h"
+#include "test_util.h"
+
+namespace snapdisk::test {
+namespace {
+
+using engine::DropMode;
+using engine::FaultHooks;
+using engine::FaultOp;
+
+constexpr uint64_t kPiece = 4 * KiB;
+
+class FaultTest : public StoreTest {
+ protected:
+  ~FaultTest() override { store_.reset(); }  // before hooks_
+  void SetUp() override { OpenFaulty(); }
+
+  void OpenFaulty() {
+    store_.reset();
+    Status s = engine::OpenStoreWithIo(TestOptions(block_size_), store_path(), &hooks_, &store_);
+    ASSERT_TRUE(s.ok()) << "OpenStoreWithIo -> " << s.ToString();
+  }
+  void ReopenFaulty() {
+    store_.reset();
+    OpenFaulty();
+  }
+  // The machine dies: nothing more reaches the disk, unsynced data is lost
+  // as `mode` says, then the store is opened again with no faults.
+  void CrashAndReopen(DropMode mode, uint64_t seed = 1) {
+    hooks_.Crash();
+    store_.reset();
+    hooks_.DropUnsyncedData(mode, seed);
+    hooks_.Restart();
+    OpenFaulty();
+  }
+  void ExpectClean() {
+    CheckReport report;
+    ASSERT_OK(store_->Check(&report, {}));
+    std::string problems;
+    for (const std::string& p : report.problems) problems += "\n  " + p;
+    EXPECT_TRUE(report.clean()) << report.checksum_errors << " checksum errors, "
+                                << report.index_errors << " index errors:" << problems;
+  }
+  // Every 4 KiB piece of [0, size) of the image reads without error and
+  // equals the same piece of `old_content` or of `new_content` (bytes past a
+  // string's end are zeros).
+  void ExpectEachPieceOldOrNew(NodeId img, const std::string& old_content,
+                               const std::string& new_content) {
+    std::unique_ptr<ImageHandle> h;
+    ASSERT_OK(store_->OpenImage(img, kLive, false, &h));
+    const uint64_t size = h->Size();
+    EXPECT_TRUE(size == old_content.size() || size == new_content.size()) << "size " << size;
+    auto piece_of = [](const std::string& s, uint64_t off, size_t n) {
+      std::string p = off < s.size() ? s.substr(off, n) : std::string();
+      p.resize(n, '\0');
+      return p;
+    };
+    int bad = 0;
+    for (uint64_t off = 0; off < size && bad < 5; off += kPiece) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(kPiece, size - off));
+      std::string got;
+      Status s = ReadStr(h.get(), off, n, &got);
+      if (!s.ok()) {
+        ADD_FAILURE() << "read of piece at " << off << " -> " << s.ToString();
+        ++bad;
+        continue;
+      }
+      if (got != piece_of(old_content, off, n) && got != piece_of(new_content, off, n)) {
+        ADD_FAILURE() << "piece at " << off << " is neither the old nor the new data";
+        ++bad;
+      }
+    }
+  }
+
+  FaultHooks hooks_;
+};
+
+// ENOSPC from pwrite part-way through a multi-block write: the write fails
+// with NoSpace, synced data reads intact, and the same open store takes the
+// write once space returns.
+TEST_F(FaultTest, DataWriteNoSpace) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, MiB, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+
+  hooks_.Fail(FaultOp::kDataWrite, ENOSPC, /*skip=*/3);  // the 4th block of the write
+  EXPECT_STATUS(kNoSpace, WriteStr(h.get(), MiB, b));
+  EXPECT_STATUS(kNoSpace, WriteStr(h.get(), 3 * MiB, b));
+  EXPECT_EQ(hooks_.Injected(FaultOp::kDataWrite), 2u);
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, MiB, &got));
+  EXPECT_BYTES_EQ(got, a, 0);
+  ASSERT_OK(h->Sync());  // nothing is broken, only full
+
+  hooks_.Clear(FaultOp::kDataWrite);  // space returns
+  ASSERT_OK(WriteStr(h.get(), MiB, b));
+  ASSERT_OK(h->Sync());
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  ExpectClean();
+  h.reset();
+  ReopenFaulty();
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  ExpectClean();
+}
+
+// The realistic shape of a full file system: a short write, then ENOSPC.
+TEST_F(FaultTest, ShortWriteThenNoSpace) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(256 * KiB, 0, 1), b = Pattern(256 * KiB, 256 * KiB, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  hooks_.ShortWrites(5000);
+  hooks_.Fail(FaultOp::kDataWrite, ENOSPC, /*skip=*/1);
+  EXPECT_STATUS(kNoSpace, WriteStr(h.get(), 256 * KiB, b));
+  hooks_.ClearAll();
+  ASSERT_OK(WriteStr(h.get(), 256 * KiB, b));
+  ASSERT_OK(h->Sync());
+  h.reset();
+  ReopenFaulty();
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  ExpectClean();
+}
+
+// ENOSPC from RocksDB (the write-ahead log cannot grow): writes and metadata
+// changes fail with NoSpace; once space returns the same store resumes its
+// index (DB::Resume) and takes them.
+TEST_F(FaultTest, IndexWriteNoSpace) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, MiB, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+
+  hooks_.Fail(FaultOp::kIndexWrite, ENOSPC);
+  EXPECT_STATUS(kNoSpace, WriteStr(h.get(), MiB, b));
+  // While RocksDB's own recovery from the error is in progress, its
+  // DB::Resume answers Busy, which the engine passes on (EBUSY, not ENOSPC):
+  // see the report of issue 5. Either way the call fails cleanly.
+  SnapshotInfo info;
+  Status snap = store_->CreateSnapshot(img, "s", &info);
+  EXPECT_TRUE(snap.Is(Status::Code::kNoSpace) || snap.Is(Status::Code::kBusy)) << snap.ToString();
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, MiB, &got));
+  EXPECT_BYTES_EQ(got, a, 0);
+
+  hooks_.Clear(FaultOp::kIndexWrite);  // space returns
+  // The engine resumes the index on the next write; RocksDB may still be
+  // recovering in the background for a few seconds.
+  Status w;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!(w = WriteStr(h.get(), MiB, b)).ok() && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(w.Is(Status::Code::kBusy) || w.Is(Status::Code::kNoSpace)) << w.ToString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_OK(w);
+  ASSERT_OK(h->Sync());
+  info = Snap(img, "s");
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  ExpectClean();
+  h.reset();
+  ReopenFaulty();
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  EXPECT_BYTES_EQ(ReadAll(img, info.id), a + b, 0);
+  ExpectClean();
+}
+
+// One EIO from pwrite: that write fails with IOError, the next one works.
+TEST_F(FaultTest, DataWriteIoError) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, MiB, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  hooks_.Fail(FaultOp::kDataWrite, EIO, /*skip=*/0, /*times=*/1);
+  EXPECT_STATUS(kIOError, WriteStr(h.get(), MiB, b));
+  ASSERT_OK(WriteStr(h.get(), MiB, b));
+  ASSERT_OK(h->Sync());
+  ExpectClean();
+  h.reset();
+  ReopenFaulty();
+  EXPECT_BYTES_EQ(ReadAll(img), a + b, 0);
+  ExpectClean();
+}
+
+// EIO part-way through an in-place overwrite (some bytes of a piece that
+// holds synced data were replaced before the error). The write fails; each
+// piece then reads as the old or the new data, never as a checksum error.
+// DISABLED: engine bug (issue 5 report): the failed write leaves the pieces'
+// recorded checksums stale, the clean close deletes the dirty marker that
+// would have repaired them, and the pieces read as EIO for good.
+TEST_F(FaultTest, DISABLED_DataWriteIoErrorInPlace) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(128 * KiB, 0, 1), b = Pattern(128 * KiB, 0, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  hooks_.ShortWrites(6000);
+  hooks_.Fail(FaultOp::kDataWrite, EIO, /*skip=*/1, /*times=*/1);
+  EXPECT_STATUS(kIOError, WriteStr(h.get(), 0, b));
+  hooks_.ClearAll();
+  ExpectEachPieceOldOrNew(img, a, b);
+  ExpectClean();
+  h.reset();
+  ReopenFaulty();
+  ExpectEachPieceOldOrNew(img, a, b);
+  ExpectClean();
+}
+
+// Short writes (1000 bytes a call, unaligned) are continued, not mistaken for
+// errors; a pwrite that makes no progress fails cleanly instead of spinning.
+TEST_F(FaultTest, ShortDataWrites) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(3 * MiB + 17, 12345, 1);
+  hooks_.ShortWrites(1000);
+  ASSERT_OK(WriteStr(h.get(), 12345, a));
+  ASSERT_OK(h->Sync());
+  hooks_.ShortWrites(0);
+  EXPECT_STATUS(kIOError, WriteStr(h.get(), 8 * MiB, Pattern(kPiece, 8 * MiB, 3)));
+  hooks_.NoShortWrites();
+  h.reset();
+  ReopenFaulty();
+  EXPECT_BYTES_EQ(ReadAll(img), Zeros(12345) + a, 0);
+  ExpectClean();
+}
+
+// fdatasync of the data file fails: Sync reports IOError, the store refuses
+// writes from then on (ReadOnly) rather than pretending; after a reopen the
+// synced data is intact, the unsynced data reads old or new, and writes work.
+TEST_F(FaultTest, DataSyncIoError) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(2 * MiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  std::string after = a;
+  const std::string b = Pattern(MiB, MiB / 2, 2);  // in place over A, and past its end
+  ASSERT_OK(WriteStr(h.get(), MiB / 2 + 3 * MiB / 2 - MiB, b));
+  after.replace(MiB / 2 + 3 * MiB / 2 - MiB, b.size(), b);
+
+  hooks_.Fail(FaultOp::kDataSync, EIO);
+  EXPECT_STATUS(kIOError, h->Sync());
+  EXPECT_STATUS(kReadOnly, WriteStr(h.get(), 0, "x"));
+  EXPECT_STATUS(kReadOnly, h->Sync());
+  EXPECT_STATUS(kReadOnly, store_->SyncAll());
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, MiB / 2, &got));
+  EXPECT_BYTES_EQ(got, a.substr(0, MiB / 2), 0);
+
+  hooks_.ClearAll();
+  h.reset();
+  ReopenFaulty();
+  ExpectEachPieceOldOrNew(img, a, after);
+  std::string head;
+  {
+    auto r = OpenLive(img);
+    ASSERT_OK(ReadStr(r.get(), 0, MiB / 2, &head));
+    EXPECT_BYTES_EQ(head, a.substr(0, MiB / 2), 0);
+    ASSERT_OK(WriteStr(r.get(), 4 * MiB, "written after the reopen"));
+    ASSERT_OK(r->Sync());
+  }
+  ExpectClean();
+}
+
+// The write-ahead log's sync fails once. The engine must not pretend: either
+// it refuses writes (ReadOnly), or whatever a later successful Sync
+// acknowledges really survives a machine crash.
+TEST_F(FaultTest, WalSyncIoError) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, MiB, 2), c = Pattern(MiB, 2 * MiB, 3);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  ASSERT_OK(WriteStr(h.get(), MiB, b));
+  hooks_.Fail(FaultOp::kWalSync, EIO, /*skip=*/0, /*times=*/1);
+  EXPECT_STATUS(kIOError, h->Sync());
+  EXPECT_EQ(hooks_.Injected(FaultOp::kWalSync), 1u);
+
+  Status w = WriteStr(h.get(), 2 * MiB, c);
+  if (w.ok()) {
+    Status s = h->Sync();
+    if (s.ok()) {
+      // Acknowledged: B and C must survive losing everything unsynced.
+      h.reset();
+      CrashAndReopen(DropMode::kAll);
+      EXPECT_BYTES_EQ(ReadAll(img), a + b + c, 0) << "a Sync after a failed log sync returned OK";
+      ExpectClean();
+      return;
+    }
+  }
+  // RocksDB stops the index on a failed log sync and DB::Resume cannot
+  // restart it: the engine reports IOError (EIO) rather than ReadOnly.
+  EXPECT_TRUE(w.Is(Status::Code::kReadOnly) || w.Is(Status::Code::kIOError)) << w.ToString();
+  EXPECT_FALSE(h->Sync().ok());
+  hooks_.ClearAll();
+  h.reset();
+  ReopenFaulty();
+  std::string got;
+  {
+    auto r = OpenLive(img);
+    ASSERT_OK(ReadStr(r.get(), 0, MiB, &got));
+    EXPECT_BYTES_EQ(got, a, 0);
+  }
+  ExpectClean();
+}
+
+// The same, and then the machine crashes: the log's unsynced tail is lost.
+TEST_F(FaultTest, WalSyncIoErrorThenCrash) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, MiB, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  ASSERT_OK(WriteStr(h.get(), MiB, b));
+  hooks_.Fail(FaultOp::kWalSync, EIO);
+  EXPECT_STATUS(kIOError, h->Sync());
+  h.reset();
+  CrashAndReopen(DropMode::kAll);
+  ExpectEachPieceOldOrNew(img, a, a + b);
+  std::string got;
+  {
+    auto r = OpenLive(img);
+    ASSERT_OK(ReadStr(r.get(), 0, MiB, &got));
+    EXPECT_BYTES_EQ(got, a, 0);
+  }
+  ExpectClean();
+}
+
+// A machine crash with writes after the last Sync, in both kinds of block
+// version: copy-on-write (an image with a snapshot) and in-place (one
+// without). Synced data and the snapshot read exactly; each unsynced piece
+// reads old or new, never a checksum error; Check() is clean.
+struct CrashCase {
+  DropMode mode;
+  uint64_t seed;
+};
+
+class FaultCrashTest : public FaultTest, public ::testing::WithParamInterface<CrashCase> {};
+
+TEST_P(FaultCrashTest, UnsyncedWritesLostAtCrash) {
+  const CrashCase cc = GetParam();
+  NodeId cow = MakeImage("cow.img"), inplace = MakeImage("inplace.img");
+  const std::string a = Pattern(2 * MiB, 0, 1);
+  std::string after = a;
+  const std::string b1 = Pattern(MiB, MiB / 2, 2), b2 = Pattern(MiB / 2, 2 * MiB, 3);
+  after.replace(MiB / 2, b1.size(), b1);
+  after += b2;
+  after.replace(MiB + MiB / 4, 64 * KiB, Zeros(64 * KiB));
+  SnapshotInfo snap;
+  for (NodeId img : {cow, inplace}) {
+    auto h = OpenLive(img);
+    ASSERT_OK(WriteStr(h.get(), 0, a));
+    ASSERT_OK(h->Sync());
+    if (img == cow) snap = Snap(img, "s");
+  }
+  ASSERT_OK(store_->SyncAll());
+  // Nothing below is synced.
+  for (NodeId img : {cow, inplace}) {
+    auto h = OpenLive(img);
+    ASSERT_OK(WriteStr(h.get(), MiB / 2, b1));       // over synced data
+    ASSERT_OK(WriteStr(h.get(), 2 * MiB, b2));       // new blocks
+    ASSERT_OK(h->Discard(MiB + MiB / 4, 64 * KiB));  // punch synced data
+  }
+  CrashAndReopen(cc.mode, cc.seed);
+  for (NodeId img : {cow, inplace}) {
+    SCOPED_TRACE(img == cow ? "copy-on-write image" : "in-place image");
+    ExpectEachPieceOldOrNew(img, a, after);
+    std::unique_ptr<ImageHandle> h;
+    ASSERT_OK(store_->OpenImage(img, kLive, false, &h));
+    std::string got;
+    ASSERT_OK(ReadStr(h.get(), 0, MiB / 2, &got));  // synced, never overwritten
+    EXPECT_BYTES_EQ(got, a.substr(0, MiB / 2), 0);
+  }
+  EXPECT_BYTES_EQ(ReadAll(cow, snap.id), a, 0);
+  ExpectClean();
+  // The store works on.
+  auto h = OpenLive(inplace);
+  ASSERT_OK(WriteStr(h.get(), 0, b1));
+  ASSERT_OK(h->Sync());
+  ExpectClean();
+}
+
+std::string CrashCaseName(const ::testing::TestParamInfo<CrashCase>& info) {
+  return std::string(info.param.mode == DropMode::kAll ? "DropAll" : "DropRandom") +
+         std::to_string(info.param.seed);
+}
+
+// Nothing unsynced reaches the disk (the process dies and the page cache
+// with it, or unsynced pages are all lost together).
+INSTANTIATE_TEST_SUITE_P(Crash, FaultCrashTest, ::testing::Values(CrashCase{DropMode::kAll, 1}),
+                         CrashCaseName);
+
+// Power loss with unsynced pages written back in any order: the log keeps a
+// torn tail, the data file keeps any subset of its unsynced writes.
+// DISABLED: engine bug (issue 5 report): an unsynced version record that
+// reaches the disk while the data it names does not (or, in place, the new
+// data without its record or dirty marker) reads as a checksum error.
+INSTANTIATE_TEST_SUITE_P(DISABLED_PowerLoss, FaultCrashTest,
+                         ::testing::Values(CrashCase{DropMode::kRandom, 1}, CrashCase{DropMode::kRandom, 2},
+                                           CrashCase{DropMode::kRandom, 3}),
+                         CrashCaseName);
+
+}  // namespace
+}  // namespace snapdisk::test
