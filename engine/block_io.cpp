@@ -261,7 +261,43 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     marked->push_back(std::move(key));
   }
 
-  if (nonzero && rec.slot == kNoSlot) rec.slot = slots_.Allocate();
+  const bool new_slot = nonzero && rec.slot == kNoSlot;
+  if (new_slot) rec.slot = slots_.Allocate();
+  Status io = WritePieces(rec, first, last, nonzero, piece_buf);
+  if (!io.ok()) {
+    if (new_slot) {
+      slots_.Free(rec.slot);
+      return io;
+    }
+    if (!in_place) return io;
+    // Some pieces of this version may hold new bytes now: record the
+    // checksums of what is on disk, so that it reads as old or new data
+    // rather than as damage. (The dirty log still lists it.)
+    std::vector<char> piece(kSubBlockSize);
+    for (uint32_t p = first; p <= last; ++p) {
+      if (!(in_place >> p & 1)) continue;
+      if (!data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data()).ok()) continue;
+      rec.crc[p] = PieceChecksum(piece.data());
+    }
+  } else {
+    rec.data = (rec.data & ~touched) | nonzero;
+    rec.present |= touched;
+  }
+  if (entry.pending == 0) img.pending_records.fetch_add(1);
+  entry.pending = ++flush_ticket_;
+  if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
+    // Evict what the index already has; pending entries stay (WriteRange
+    // flushes the image when too many are pending).
+    for (auto it = cache.records.begin(); it != cache.records.end();)
+      it = it->second.pending == 0 ? cache.records.erase(it) : std::next(it);
+  }
+  cache.records[block] = std::move(entry);
+  return io;
+}
+
+Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
+                              const char* piece_buf) {
+  const uint64_t touched = MaskRange(first, last);
   uint32_t p = first;
   while (p <= last) {
     if (!(nonzero >> p & 1)) { ++p; continue; }
@@ -281,17 +317,6 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     for (uint32_t z = r; z <= q; ++z) rec.crc[z] = 0;
     r = q + 1;
   }
-  rec.data = (rec.data & ~touched) | nonzero;
-  rec.present |= touched;
-  if (entry.pending == 0) img.pending_records.fetch_add(1);
-  entry.pending = ++flush_ticket_;
-  if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
-    // Evict what the index already has; pending entries stay (WriteRange
-    // flushes the image when too many are pending).
-    for (auto it = cache.records.begin(); it != cache.records.end();)
-      it = it->second.pending == 0 ? cache.records.erase(it) : std::next(it);
-  }
-  cache.records[block] = std::move(entry);
   return Status::OK();
 }
 
@@ -414,8 +439,13 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     return st;
   }
   for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
-  // A failed log sync stops the index until DB::Resume (IndexHealthy).
-  SNAPDISK_RETURN_IF_ERROR(NoteIndexResult(index_.db->SyncWAL(), "sync index log"));
+  st = NoteIndexResult(index_.db->SyncWAL(), "sync index log");
+  if (!st.ok()) {
+    // As for the data: what the log held may not be on disk, and a later
+    // sync cannot tell. Refuse further writes until the store is reopened.
+    failed_sync_ = true;
+    return st;
+  }
   // In-place writes that completed before this sync are now durable with
   // their checksums: drop them from the dirty log.
   for (ImageState* img : images) {

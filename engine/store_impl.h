@@ -222,6 +222,10 @@ class StoreImpl final : public Store {
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);
   Status FlushAllPending();
+  // Writes the nonzero pieces first..last of piece_buf into rec's slot and
+  // punches the other touched pieces that held data, updating rec.crc.
+  Status WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
+                     const char* piece_buf);
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
   // Calls fn(image, min_gen, max_gen, limit_blocks) for each level of the
   // read chain of (img, gen): the image's own epoch window, then each base it
@@ -296,6 +300,7 @@ class StoreImpl final : public Store {
   std::atomic<bool> failed_sync_{false};
   std::atomic<bool> index_error_{false};
   std::mutex resume_mu_;
+  Status index_error_status_;  // guarded by resume_mu_: what stopped the index
 
   mutable std::mutex meta_mu_;
   Counters counters_;

@@ -268,14 +268,25 @@ Status StoreImpl::IndexHealthy() {
   std::lock_guard l(resume_mu_);
   if (!index_error_) return Status::OK();
   rocksdb::Status s = index_.db->Resume();
-  if (!s.ok()) return FromRocks(s, "index is stopped after an earlier write error; retry when space returns");
+  if (!s.ok()) {
+    // While RocksDB recovers by itself Resume() answers Busy; the caller
+    // wants the error that stopped the index (ENOSPC, EIO), not EBUSY.
+    if (s.IsBusy() && !index_error_status_.ok()) return index_error_status_;
+    return FromRocks(s, "index is stopped after an earlier write error; retry when space returns");
+  }
   index_error_ = false;
+  index_error_status_ = Status::OK();
   return Status::OK();
 }
 
 Status StoreImpl::NoteIndexResult(const rocksdb::Status& s, const char* what) {
-  if (!s.ok()) index_error_ = true;
-  return FromRocks(s, what);
+  Status st = FromRocks(s, what);
+  if (!s.ok()) {
+    std::lock_guard l(resume_mu_);
+    index_error_ = true;
+    index_error_status_ = st;
+  }
+  return st;
 }
 
 Status StoreImpl::Commit(rocksdb::WriteBatch* b, bool sync, const char* what) {

@@ -54,6 +54,7 @@ std::string EscapeOptionValue(std::string_view value) {
 struct ParsedOptions {
   std::string fuse_options;  // comma-separated, for -o
   Options store;
+  FsConfig fs;
   bool ok = true;
 };
 
@@ -79,6 +80,18 @@ ParsedOptions ParseOptions(const MountOptions& mount, const std::string& abs_sto
           parsed.ok = false;
         }
         parsed.store.block_size = static_cast<uint32_t>(value);
+        continue;
+      }
+      if (opt.starts_with("cache=")) {
+        if (opt == "cache=direct") {
+          parsed.fs.live_direct_io = true;
+        } else if (opt == "cache=page") {
+          parsed.fs.live_direct_io = false;
+        } else {
+          std::fprintf(stderr, "snapdisk: bad option '%.*s' (cache=direct or cache=page)\n",
+                       static_cast<int>(opt.size()), opt.data());
+          parsed.ok = false;
+        }
         continue;
       }
       parsed.fuse_options += ',';
@@ -140,7 +153,7 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
                  st.ToString().c_str());
     return 1;
   }
-  auto fs = std::make_unique<SnapFs>(store.get(), FsConfig{});
+  auto fs = std::make_unique<SnapFs>(store.get(), parsed.fs);
 
   std::vector<std::string> arg_strings = {"snapdisk", "-o", parsed.fuse_options};
   if (mount.debug) arg_strings.push_back("-d");

@@ -14,6 +14,8 @@ struct MountOptions {
   unsigned threads = 0;     // most FUSE worker threads; 0: libfuse's default
   // -o values, each possibly comma-separated. Passed to libfuse except:
   //   block_size=N                 snapdisk: block size of a newly created store
+  //   cache=direct|page            snapdisk: live images with direct I/O (default)
+  //                                or through the page cache (allows shared mmap)
   //   defaults, auto, noauto, user, nouser, users, owner, group, nofail,
   //   _netdev, x-*, comment=*      fstab/mount(8) bookkeeping: dropped
   //   relatime, nodiratime, strictatime, lazytime, iversion, silent, ...

@@ -35,6 +35,14 @@ Status DoOpen(SnapFs& fs, fuse_ino_t ino, fuse_file_info* fi, std::unique_ptr<Im
   switch (TypeOf(ino)) {
     case InodeType::kLive: {
       SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(IdOf(ino), kLive, WantsWrite(fi->flags), out));
+      // Direct I/O (cache=direct, the default): the kernel passes reads
+      // and writes straight through instead of keeping pages of the live
+      // image. A guest keeps its own cache, rollback and clone need no
+      // page invalidation, and, above all, a cached write makes the kernel
+      // ask for security.capability (one more FUSE round trip) before
+      // every write. The price: no shared mmap of a live image (ENODEV);
+      // cache=page restores it.
+      if (fs.config().live_direct_io) fi->direct_io = 1;
       return Status::OK();
     }
     case InodeType::kFrozen: {
@@ -110,6 +118,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     return;
   }
   fi->fh = reinterpret_cast<uint64_t>(raw);
+  if (fs.config().live_direct_io) fi->direct_io = 1;  // as in DoOpen
+  fi->noflush = 1;  // OpFlush has nothing to do: spare close() a round trip
   if (fuse_reply_create(req, &e, fi) != 0) fs.ReleaseHandle(raw);  // request was interrupted
 }
 
@@ -127,6 +137,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   fi->fh = reinterpret_cast<uint64_t>(raw);
+  fi->noflush = 1;  // OpFlush has nothing to do: spare close() a round trip
   if (fuse_reply_open(req, fi) != 0) fs.ReleaseHandle(raw);
 }
 

@@ -55,6 +55,9 @@ struct FsConfig {
   // tree renames its folder and its frozen views; snapshots may be deleted
   // by other means than rmdir on this mount).
   double tree_entry_timeout = 0.0;
+  // Live images are opened with direct I/O (mount option cache=direct, the
+  // default) or through the page cache (cache=page; allows shared mmap).
+  bool live_direct_io = true;
 };
 
 // fi->fh of an open image file.

@@ -121,7 +121,7 @@ void ThreadedRun::WorkerOp(Worker& w) {
     if (PReadUpTo(w.fd, got.data(), len, off, what) != len) Fail("{}: short read", what);
     ExpectBytes(got.data(), model, len, off, what);
     counters_.Count("mt_pread");
-  } else if (r < 66) {
+  } else if (r < 66 && !(r >= 58 ? config_.skip.count("mmap_write") : config_.skip.count("mmap_read"))) {
     bool writing = r >= 58;
     uint64_t map_off = off & ~(kPage - 1), map_len = off + len - map_off;
     what += fmt::format("mmap_{} off={} len={}", writing ? "write" : "read", off, len);
