@@ -2,6 +2,8 @@
 // verification, the copy-on-write / in-place write, durability (sync) and
 // SEEK_DATA / SEEK_HOLE. See docs/format.md for why it is shaped this way.
 #include <algorithm>
+#include <bit>
+#include <chrono>
 #include <cstring>
 #include <limits>
 
@@ -16,8 +18,13 @@ namespace snapdisk::engine {
 namespace {
 constexpr uint64_t kInProgress = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kMaxChunkBlocks = 16;  // blocks locked together (1 MiB at 64 KiB)
-// Pending live records per image before a write flushes them to the index
-// (bounds memory to a few MiB per image and the work a snapshot waits for).
+// Pending live records of an image at which a write asks the flusher thread
+// to index them: group commit, and a snapshot (which flushes first) never
+// waits for more than a few hundred. At kMaxPendingRecords a writer flushes
+// itself (back pressure if the flusher falls behind).
+constexpr uint64_t kFlushSoonRecords = 128;
+// Reads of at most this many pieces of a version fetch its whole stored span.
+constexpr int kReadAroundPieces = 4;
 constexpr uint64_t kMaxPendingRecords = 16384;
 
 uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
@@ -52,6 +59,23 @@ Status StoreImpl::ReadVersion(const std::string& key, VersionRecord* rec, bool* 
 
 Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                              uint64_t block) {
+  if (std::popcount(mask) <= kReadAroundPieces && mask != rec.data) {
+    // A small read fetches the version's whole stored span in one pread:
+    // on disk it costs little more than one piece, and it leaves the rest
+    // of the block in the page cache for the reads around it (a guest's
+    // random reads cluster). Only the wanted pieces are copied and checked.
+    const uint32_t lo = static_cast<uint32_t>(std::countr_zero(rec.data));
+    const uint32_t hi = 63 - static_cast<uint32_t>(std::countl_zero(rec.data));
+    thread_local std::vector<char> around;
+    around.resize(size_t{pieces_} * kSubBlockSize);
+    char* span = around.data() + size_t{lo} * kSubBlockSize;
+    SNAPDISK_RETURN_IF_ERROR(data_.Read(rec.slot, lo * kSubBlockSize, (hi - lo + 1) * kSubBlockSize, span));
+    for (uint32_t p = lo; p <= hi; ++p) {
+      if (!(mask >> p & 1)) continue;
+      std::memcpy(buf + size_t{p} * kSubBlockSize, around.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
+    }
+    return VerifyPieces(rec, mask, buf, image, block);
+  }
   uint32_t i = 0;
   while (i < pieces_) {
     if (!(mask >> i & 1)) { ++i; continue; }
@@ -59,16 +83,21 @@ Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf,
     while (j + 1 < pieces_ && (mask >> (j + 1) & 1)) ++j;
     char* dst = buf + size_t{i} * kSubBlockSize;
     SNAPDISK_RETURN_IF_ERROR(data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, dst));
-    if (options_.verify_checksums) {
-      for (uint32_t p = i; p <= j; ++p) {
-        if (PieceChecksum(buf + size_t{p} * kSubBlockSize) != rec.crc[p])
-          return Status::Corruption(fmt::format(
-              "checksum mismatch in image {} block {} piece {} (data slot {}): the stored data "
-              "is damaged; nothing was returned. Run 'snapdisk scrub' to list damaged blocks",
-              PathOf(image), block, p, rec.slot));
-      }
-    }
     i = j + 1;
+  }
+  return VerifyPieces(rec, mask, buf, image, block);
+}
+
+Status StoreImpl::VerifyPieces(const VersionRecord& rec, uint64_t mask, const char* buf, NodeId image,
+                               uint64_t block) {
+  if (!options_.verify_checksums) return Status::OK();
+  for (uint32_t p = 0; p < pieces_; ++p) {
+    if (!(mask >> p & 1)) continue;
+    if (PieceChecksum(buf + size_t{p} * kSubBlockSize) != rec.crc[p])
+      return Status::Corruption(fmt::format(
+          "checksum mismatch in image {} block {} piece {} (data slot {}): the stored data "
+          "is damaged; nothing was returned. Run 'snapdisk scrub' to list damaged blocks",
+          PathOf(image), block, p, rec.slot));
   }
   return Status::OK();
 }
@@ -362,17 +391,30 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
     done = end - offset;
   }
   img.change_seq.fetch_add(1);
-  if (img.pending_records.load() >= kMaxPendingRecords) SNAPDISK_RETURN_IF_ERROR(FlushPending(img));
+  const uint64_t pending = img.pending_records.load();
+  if (pending >= kMaxPendingRecords) {
+    SNAPDISK_RETURN_IF_ERROR(FlushPending(img));
+  } else if (pending >= kFlushSoonRecords && !img.flush_queued.exchange(true)) {
+    {
+      std::lock_guard l(flusher_mu_);
+      flusher_queue_.push_back(img.id);
+    }
+    flusher_cv_.notify_one();
+  }
   if (!zeros && offset + len > img.size.load()) {
     std::lock_guard l(meta_mu_);
     auto it = nodes_.find(img.id);
     if (it != nodes_.end() && offset + len > it->second.size) {
-      it->second.size = offset + len;
-      it->second.mtime = it->second.ctime = NowTimestamp();
-      img.size = offset + len;
+      NodeRecord grown = it->second;
+      grown.size = offset + len;
+      grown.mtime = grown.ctime = NowTimestamp();
       rocksdb::WriteBatch b;
-      PutNode(&b, it->second);
+      PutNode(&b, grown);
+      // The size changes only once it is in the index: a failed write
+      // leaves the image as it was.
       SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, "grow image"));
+      it->second = grown;
+      img.size = offset + len;
     }
   }
   return Status::OK();
@@ -411,6 +453,35 @@ Status StoreImpl::FlushPending(ImageState& img) {
     img.pending_records.fetch_sub(1);
   }
   return Status::OK();
+}
+
+void StoreImpl::FlusherThread() {
+  std::unique_lock l(flusher_mu_);
+  while (!flusher_stop_) {
+    if (flusher_queue_.empty()) {
+      // Idle: every few seconds, hand all pending records to the index
+      // (like a kernel's periodic writeback; it does not sync).
+      if (flusher_cv_.wait_for(l, std::chrono::seconds(5)) == std::cv_status::timeout) {
+        l.unlock();
+        (void)FlushAllPending();
+        l.lock();
+      }
+      continue;
+    }
+    NodeId id = flusher_queue_.front();
+    flusher_queue_.pop_front();
+    l.unlock();
+    std::shared_ptr<ImageState> st;
+    {
+      std::lock_guard m(meta_mu_);
+      st = StateLocked(id);
+    }
+    if (st) {
+      st->flush_queued = false;
+      (void)FlushPending(*st);  // a failure leaves them pending; fsync reports it
+    }
+    l.lock();
+  }
 }
 
 Status StoreImpl::FlushAllPending() {

@@ -82,13 +82,7 @@ void StoreImpl::GcThread() {
       std::unique_lock l(gc_mu_);
       while (gc_queue_.empty() && !gc_stop_) {
         run.unlock();
-        // Idle: every few seconds, hand pending live records to the index
-        // (like a kernel's periodic writeback; it does not sync).
-        if (gc_cv_.wait_for(l, std::chrono::seconds(5)) == std::cv_status::timeout && !gc_stop_) {
-          l.unlock();
-          (void)FlushAllPending();
-          l.lock();
-        }
+        gc_cv_.wait(l);
         l.unlock();
         run.lock();
         l.lock();

@@ -90,6 +90,7 @@ struct ImageState {
   std::array<LiveCache, kStripes> live_cache;
   static constexpr size_t kLiveCachePerStripe = 2048;
   std::atomic<uint64_t> pending_records{0};  // entries with pending != 0
+  std::atomic<bool> flush_queued{false};     // in StoreImpl::flusher_queue_
   std::mutex flush_mu;  // one flush of this image at a time (after io_mu, before stripes)
 
   std::atomic<uint64_t> size{0};
@@ -251,6 +252,8 @@ class StoreImpl final : public Store {
                                 uint64_t max_gen);
   Status ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                     uint64_t block);
+  Status VerifyPieces(const VersionRecord& rec, uint64_t mask, const char* buf, NodeId image,
+                      uint64_t block);
 
   // Metadata helpers; caller holds meta_mu_.
   Status CreateNode(NodeId parent, std::string_view name, NodeKind kind, uint32_t mode,
@@ -280,6 +283,15 @@ class StoreImpl final : public Store {
   Status SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int64_t now_ns,
                             rocksdb::WriteBatch* b, SnapshotInfo* out);
   bool IsPristineLocked(const NodeRecord& r);
+
+  // The flusher thread (block_io.cpp): indexes pending live records of
+  // queued images, and of all images every few seconds (it never syncs).
+  void FlusherThread();
+  std::mutex flusher_mu_;
+  std::condition_variable flusher_cv_;
+  std::deque<NodeId> flusher_queue_;  // guarded by flusher_mu_
+  bool flusher_stop_ = false;         // guarded by flusher_mu_
+  std::thread flusher_thread_;
 
   // Garbage collection (gc.cpp).
   void ScheduleGc(NodeId image);

@@ -64,6 +64,12 @@ StoreImpl::StoreImpl(const Options& options, std::string path)
 StoreImpl::~StoreImpl() {
   closing_ = true;
   {
+    std::lock_guard l(flusher_mu_);
+    flusher_stop_ = true;
+  }
+  flusher_cv_.notify_all();
+  if (flusher_thread_.joinable()) flusher_thread_.join();
+  {
     std::lock_guard l(gc_mu_);
     gc_stop_ = true;
   }
@@ -164,6 +170,7 @@ Status StoreImpl::OpenStore() {
     for (const auto& [id, st] : states_) gc_queue_.push_back(id);
   }
   if (options_.background_gc) gc_thread_ = std::thread([this] { GcThread(); });
+  flusher_thread_ = std::thread([this] { FlusherThread(); });
   return Status::OK();
 }
 

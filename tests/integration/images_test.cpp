@@ -202,7 +202,26 @@ TEST_F(ImagesTest, RmDeletesAndANewImageOfTheSameNameStartsEmpty) {
   EXPECT_ERRNO(unlink(P("vm1.img").c_str()), ENOENT);
 }
 
+// Live images use direct I/O by default, where the kernel refuses shared
+// mappings; private ones work, and cache=page allows shared ones.
+TEST_F(ImagesTest, SharedMmapOfLiveImageNeedsCachePage) {
+  ASSERT_RUN_OK("truncate -s 1M " + QP("vm1.img"));
+  ASSERT_TRUE(PWrite(P("vm1.img"), 0, "hello"));
+  int fd = open(P("vm1.img").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << ErrnoName(errno);
+  void* shared = mmap(nullptr, 1 * MiB, PROT_READ, MAP_SHARED, fd, 0);
+  EXPECT_EQ(shared, MAP_FAILED);
+  EXPECT_EQ(errno, ENODEV) << ErrnoName(errno);
+  void* priv = mmap(nullptr, 1 * MiB, PROT_READ, MAP_PRIVATE, fd, 0);
+  ASSERT_NE(priv, MAP_FAILED) << ErrnoName(errno);
+  EXPECT_EQ(std::string(static_cast<char*>(priv), 5), "hello");
+  munmap(priv, 1 * MiB);
+  close(fd);
+}
+
 TEST_F(ImagesTest, SharedMmapWritesPersist) {
+  set_mount_options("cache=page");
+  ASSERT_NO_FATAL_FAILURE(Remount());
   const std::string img = P("vm1.img");
   ASSERT_RUN_OK("truncate -s 1M " + QP("vm1.img"));
   const std::string data = PatternBytes(200 * KiB, 21);

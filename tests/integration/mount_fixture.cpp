@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -351,12 +352,16 @@ void MountFixture::SetUp() {
 void MountFixture::StartDaemon() {
   int logfd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   ASSERT_GE(logfd, 0) << "open " << log_path_ << ": " << ErrnoName(errno);
-  std::string header = fmt::format("=== {} mount {} {} -f ===\n", daemon_bin(), store_, mnt_);
+  std::vector<std::string> args = {daemon_bin(), "mount", store_, mnt_, "-f"};
+  if (!mount_options_.empty()) {
+    args.push_back("-o");
+    args.push_back(mount_options_);
+  }
+  std::string header = fmt::format("=== {} ===\n", fmt::join(args, " "));
   (void)!write(logfd, header.data(), header.size());
-
-  std::string bin = daemon_bin(), verb = "mount", fg = "-f";
-  std::string store = store_, mnt = mnt_;
-  char* argv[] = {bin.data(), verb.data(), store.data(), mnt.data(), fg.data(), nullptr};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   ASSERT_GE(pid, 0) << "fork: " << ErrnoName(errno);
@@ -369,7 +374,7 @@ void MountFixture::StartDaemon() {
     if (devnull >= 0) dup2(devnull, 0);
     dup2(logfd, 1);
     dup2(logfd, 2);
-    execv(argv[0], argv);
+    execv(argv[0], argv.data());
     const char msg[] = "integration test: execv of the snapdisk binary failed\n";
     (void)!write(2, msg, sizeof msg - 1);
     _exit(127);

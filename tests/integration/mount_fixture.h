@@ -75,6 +75,9 @@ class MountFixture : public ::testing::Test {
   // the store out of space); 0 (the default) keeps it on the host's /tmp.
   virtual uint64_t StoreFilesystemBytes() const { return 0; }
 
+  // -o options for the next Mount() (e.g. "cache=page"); empty: none.
+  void set_mount_options(std::string options) { mount_options_ = std::move(options); }
+
   // Starts the daemon and waits for the mount. Fails the test (fatally) if
   // the mount does not appear within 10 s or the daemon exits first.
   void Mount();
@@ -122,7 +125,7 @@ class MountFixture : public ::testing::Test {
   int WaitDaemonExit(std::chrono::milliseconds timeout);
   void CleanupTempDir();
 
-  std::string root_, store_, mnt_, scratch_, log_path_;
+  std::string root_, store_, mnt_, scratch_, log_path_, mount_options_;
   bool store_on_tmpfs_ = false;
   pid_t daemon_pid_ = -1;
   int daemon_pidfd_ = -1;
