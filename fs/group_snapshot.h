@@ -26,7 +26,7 @@ constexpr std::string_view kGroupSnapshotXattr = "user.snapdisk.snapshot";
 // snapshot that replaces a tombstone of the same name (snapfs.h) changes what
 // that name means behind the kernel's back: *stale_folders gets the snapshot
 // folders (type-2 inodes) whose entry for the snapshot's name the caller must
-// invalidate once it has replied.
+// invalidate before it replies.
 Status MirrorSetXattr(SnapFs& fs, uint64_t mirror_ino, std::string_view name,
                       std::string_view value, std::vector<uint64_t>* stale_folders);
 

@@ -237,9 +237,12 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 // The kernel may cache the name of an image's snapshot folder
 // (.snapshots/.../IMG, FsConfig::snapshot_entry_timeout). Deleting or
-// renaming the image in the live tree changes that name behind its back: drop
-// it, after the reply (the kernel holds the live directory meanwhile).
-// ENOENT (nothing cached) is the common answer and fine.
+// renaming the image in the live tree changes that name behind its back:
+// drop it before replying, so that no one sees the old name once unlink or
+// rename has returned. No deadlock: the kernel locks the mirror directory
+// for this, and an unlink or rename in the live tree holds only live
+// directories (libfuse's rule: no invalidation of an inode from an operation
+// related to it). ENOENT (nothing cached) is the common answer and fine.
 void ForgetFolderName(SnapFs& fs, fuse_ino_t live_parent, std::string_view name) {
   if (fs.session() == nullptr || TypeOf(live_parent) != InodeType::kLive) return;
   fuse_lowlevel_notify_inval_entry(fs.session(), MakeIno(InodeType::kMirror, IdOf(live_parent)),
@@ -249,8 +252,8 @@ void ForgetFolderName(SnapFs& fs, fuse_ino_t live_parent, std::string_view name)
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   SnapFs& fs = FsOf(req);
   int err = RunOp("unlink", parent, NameOf(name), [&] { return DoUnlink(fs, parent, NameOf(name)); });
-  fuse_reply_err(req, err);
   if (err == 0) ForgetFolderName(fs, parent, NameOf(name));
+  fuse_reply_err(req, err);
 }
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
@@ -259,11 +262,11 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   int err = RunOp("rename", parent, NameOf(name), [&] {
     return DoRename(fs, parent, NameOf(name), newparent, NameOf(newname), flags);
   });
-  fuse_reply_err(req, err);
   if (err == 0) {
     ForgetFolderName(fs, parent, NameOf(name));
     ForgetFolderName(fs, newparent, NameOf(newname));  // an image it replaced
   }
+  fuse_reply_err(req, err);
 }
 
 void OpSymlink(fuse_req_t req, const char*, fuse_ino_t parent, const char* name) {

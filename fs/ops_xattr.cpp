@@ -205,15 +205,21 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   int err = RunOp("setxattr", ino, NameOf(name), [&] {
     return DoSetxattr(fs, ino, NameOf(name), std::string_view(value, size), flags, &stale);
   });
+  // Names in snapshot folders: before the reply, so that the new snapshot is
+  // what everyone sees once setxattr has returned. The folders are not the
+  // inode this setxattr holds (a mirror), so this cannot deadlock. ENOENT:
+  // the kernel does not have the folder cached; nothing to drop.
+  if (err == 0 && fs.session() != nullptr) {
+    for (uint64_t folder : stale.folders) {
+      fuse_lowlevel_notify_inval_entry(fs.session(), folder, stale.snapshot_name.c_str(),
+                                       stale.snapshot_name.size());
+    }
+  }
   fuse_reply_err(req, err);
-  // After the reply, never before: the kernel may hold the inode while it
-  // waits for this request.
-  if (err != 0 || fs.session() == nullptr) return;
-  if (stale.image_data) fuse_lowlevel_notify_inval_inode(fs.session(), ino, 0, 0);
-  for (uint64_t folder : stale.folders) {
-    // ENOENT: the kernel does not have the folder cached; nothing to drop.
-    fuse_lowlevel_notify_inval_entry(fs.session(), folder, stale.snapshot_name.c_str(),
-                                     stale.snapshot_name.size());
+  // The image's data after the reply, never before: the kernel holds that
+  // inode while it waits for this request.
+  if (err == 0 && stale.image_data && fs.session() != nullptr) {
+    fuse_lowlevel_notify_inval_inode(fs.session(), ino, 0, 0);
   }
 }
 
