@@ -73,9 +73,7 @@ Status StatSnapDir(SnapFs& fs, uint64_t ino, struct stat* st) {
   SNAPDISK_RETURN_IF_ERROR(ResolveSnapDir(fs, IdOf(ino), &dir));
   NodeAttr image;
   if (!fs.store()->GetAttr(dir.info.image, &image).ok()) image = NodeAttr{};
-  StatDirLike(image, ino, kSnapDirPerm, st);
-  st->st_atim = st->st_mtim = st->st_ctim = NsToTimespec(dir.info.created_ns);
-  st->st_blksize = fs.block_size();
+  StatSnapDirOf(fs, image, ino, dir.info.created_ns, st);
   return Status::OK();
 }
 
@@ -139,14 +137,42 @@ Status StatInode(SnapFs& fs, uint64_t ino, struct stat* st) {
   return Status::NotFound("unknown inode type");
 }
 
-Status MakeEntry(SnapFs& fs, uint64_t ino, fuse_entry_param* entry) {
+void StatSnapDirOf(const SnapFs& fs, const NodeAttr& image, uint64_t ino, int64_t created_ns,
+                   struct stat* st) {
+  StatDirLike(image, ino, kSnapDirPerm, st);
+  st->st_atim = st->st_mtim = st->st_ctim = NsToTimespec(created_ns);
+  st->st_blksize = fs.block_size();
+}
+
+double EntryTimeout(const SnapFs& fs, uint64_t ino) {
+  switch (TypeOf(ino)) {
+    case InodeType::kLive:
+      return fs.config().entry_timeout;
+    case InodeType::kMirror:
+      // ROOT/.snapshots: a reserved name that always means the same inode.
+      return ino == kSnapshotsRootIno ? fs.config().entry_timeout
+                                      : fs.config().tree_entry_timeout;
+    case InodeType::kSnapFolder:
+    case InodeType::kSnapDir:
+      return fs.config().snapshot_entry_timeout;
+    default:
+      return fs.config().tree_entry_timeout;
+  }
+}
+
+void MakeEntryFrom(const SnapFs& fs, const struct stat& st, fuse_entry_param* entry) {
   *entry = {};
-  SNAPDISK_RETURN_IF_ERROR(StatInode(fs, ino, &entry->attr));
-  entry->ino = ino;
+  entry->attr = st;
+  entry->ino = st.st_ino;
   entry->generation = 1;
-  entry->entry_timeout =
-      TypeOf(ino) == InodeType::kLive ? fs.config().entry_timeout : fs.config().tree_entry_timeout;
+  entry->entry_timeout = EntryTimeout(fs, st.st_ino);
   entry->attr_timeout = fs.config().attr_timeout;
+}
+
+Status MakeEntry(SnapFs& fs, uint64_t ino, fuse_entry_param* entry) {
+  struct stat st {};
+  SNAPDISK_RETURN_IF_ERROR(StatInode(fs, ino, &st));
+  MakeEntryFrom(fs, st, entry);
   return Status::OK();
 }
 

@@ -29,8 +29,16 @@ struct SnapDir {
 
 void StatLive(const SnapFs& fs, const NodeAttr& attr, struct stat* st);
 Status StatInode(SnapFs& fs, uint64_t ino, struct stat* st);
+// A snapshot directory (type 3) of `image` created at `created_ns`, without
+// asking the engine (for listings that already hold both).
+void StatSnapDirOf(const SnapFs& fs, const NodeAttr& image, uint64_t ino, int64_t created_ns,
+                   struct stat* st);
+// How long the kernel may cache the name of `ino` (see FsConfig).
+double EntryTimeout(const SnapFs& fs, uint64_t ino);
 // Fills a lookup reply for `ino` (stat plus cache timeouts).
 Status MakeEntry(SnapFs& fs, uint64_t ino, fuse_entry_param* entry);
+// The same from a stat already taken.
+void MakeEntryFrom(const SnapFs& fs, const struct stat& st, fuse_entry_param* entry);
 
 Status ResolveSnapDir(SnapFs& fs, SnapshotId id, SnapDir* dir);
 // A live (not deleted, not hidden) snapshot.

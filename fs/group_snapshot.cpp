@@ -12,7 +12,7 @@
 namespace snapdisk::fs {
 
 Status MirrorSetXattr(SnapFs& fs, uint64_t mirror_ino, std::string_view name,
-                      std::string_view value) {
+                      std::string_view value, std::vector<uint64_t>* stale_folders) {
   if (name != kGroupSnapshotXattr) return ReadOnlyTree("setxattr");
   std::string_view snapshot = value.substr(0, value.find('\n'));
   std::vector<NodeId> images;
@@ -41,7 +41,11 @@ Status MirrorSetXattr(SnapFs& fs, uint64_t mirror_ino, std::string_view name,
   }
   std::vector<SnapshotInfo> infos;
   SNAPDISK_RETURN_IF_ERROR(fs.store()->CreateGroupSnapshot(images, snapshot, &infos));
-  for (NodeId image : images) fs.DropTombstonesNamed(image, snapshot);
+  for (NodeId image : images) {
+    if (fs.DropTombstonesNamed(image, snapshot)) {
+      stale_folders->push_back(MakeIno(InodeType::kSnapFolder, image));
+    }
+  }
   Log(LogLevel::kInfo, "group snapshot '{}' of {} image(s) under '/{}' created", snapshot,
       images.size(), fs.store()->PathOf(IdOf(mirror_ino)));
   return Status::OK();

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "fs/snapfs.h"
 #include "snapdisk/status.h"
@@ -21,8 +22,12 @@ namespace snapdisk::fs {
 
 constexpr std::string_view kGroupSnapshotXattr = "user.snapdisk.snapshot";
 
-// setxattr on a mirror inode; only kGroupSnapshotXattr is accepted.
+// setxattr on a mirror inode; only kGroupSnapshotXattr is accepted. A new
+// snapshot that replaces a tombstone of the same name (snapfs.h) changes what
+// that name means behind the kernel's back: *stale_folders gets the snapshot
+// folders (type-2 inodes) whose entry for the snapshot's name the caller must
+// invalidate before it replies.
 Status MirrorSetXattr(SnapFs& fs, uint64_t mirror_ino, std::string_view name,
-                      std::string_view value);
+                      std::string_view value, std::vector<uint64_t>* stale_folders);
 
 }  // namespace snapdisk::fs

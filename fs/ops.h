@@ -1,6 +1,7 @@
 // fs/ops.h — the FUSE low-level callbacks, grouped by file:
 //   ops_attr.cpp   lookup, forget, getattr, setattr, statfs
-//   ops_dir.cpp    opendir, readdir, releasedir, fsyncdir, mkdir, rmdir,
+//   ops_dir.cpp    opendir, readdir, readdirplus, releasedir, fsyncdir,
+//                  mkdir, rmdir,
 //                  unlink, rename, symlink, link
 //   ops_file.cpp   mknod, create, open, read, write, flush, release, fsync
 //   ops_space.cpp  fallocate, lseek, copy_file_range
@@ -24,6 +25,7 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino);
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
 void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);

@@ -1,4 +1,4 @@
-// Directory operations: listing and the namespace (mkdir, rmdir, unlink,
+// Directory operations: listing (readdir, readdirplus) and the namespace (mkdir, rmdir, unlink,
 // rename). Live directories go to the engine; the .snapshots tree goes to
 // snapshot_tree.cpp.
 #include <sys/stat.h>
@@ -69,6 +69,37 @@ Status DoReaddir(fuse_req_t req, const DirHandle& dir, size_t size, off_t off,
     st.st_mode = entry.type;
     size_t need = fuse_add_direntry(req, buf->data() + used, size - used, entry.name.c_str(), &st,
                                     static_cast<off_t>(i + 1));
+    if (need > size - used) break;
+    used += need;
+  }
+  buf->resize(used);
+  return Status::OK();
+}
+
+// readdirplus: each entry with its attributes, so that `ls -l` of a folder
+// of thousands of snapshots needs no LOOKUP or GETATTR per entry. The kernel
+// takes a lookup reference for each entry with a nonzero ino; forget is a
+// no-op here (inode.h), so nothing is counted. "." and ".." go without one.
+Status DoReaddirplus(fuse_req_t req, SnapFs& fs, const DirHandle& dir, size_t size, off_t off,
+                     std::vector<char>* buf) {
+  buf->resize(size);
+  size_t used = 0;
+  for (size_t i = off < 0 ? 0 : static_cast<size_t>(off); i < dir.entries.size(); ++i) {
+    const DirListEntry& entry = dir.entries[i];
+    fuse_entry_param e{};
+    if (entry.name == "." || entry.name == "..") {
+      e.attr.st_ino = entry.ino;
+      e.attr.st_mode = entry.type;
+    } else if (entry.attr) {
+      MakeEntryFrom(fs, *entry.attr, &e);
+    } else if (!MakeEntry(fs, entry.ino, &e).ok()) {
+      // Gone since opendir: list the name, let a later lookup decide.
+      e = {};
+      e.attr.st_ino = entry.ino;
+      e.attr.st_mode = entry.type;
+    }
+    size_t need = fuse_add_direntry_plus(req, buf->data() + used, size - used, entry.name.c_str(),
+                                         &e, static_cast<off_t>(i + 1));
     if (need > size - used) break;
     used += need;
   }
@@ -167,6 +198,18 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
   fuse_reply_buf(req, buf.data(), buf.size());
 }
 
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  const auto* dir = reinterpret_cast<const DirHandle*>(fi->fh);
+  std::vector<char> buf;
+  int err = RunOp("readdirplus", ino, "",
+                  [&] { return DoReaddirplus(req, FsOf(req), *dir, size, off, &buf); });
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_buf(req, buf.data(), buf.size());
+}
+
 void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   delete reinterpret_cast<DirHandle*>(fi->fh);
   fuse_reply_err(req, 0);
@@ -192,17 +235,38 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
                             [&] { return DoRmdir(FsOf(req), parent, NameOf(name)); }));
 }
 
+// The kernel may cache the name of an image's snapshot folder
+// (.snapshots/.../IMG, FsConfig::snapshot_entry_timeout). Deleting or
+// renaming the image in the live tree changes that name behind its back:
+// drop it before replying, so that no one sees the old name once unlink or
+// rename has returned. No deadlock: the kernel locks the mirror directory
+// for this, and an unlink or rename in the live tree holds only live
+// directories (libfuse's rule: no invalidation of an inode from an operation
+// related to it). ENOENT (nothing cached) is the common answer and fine.
+void ForgetFolderName(SnapFs& fs, fuse_ino_t live_parent, std::string_view name) {
+  if (fs.session() == nullptr || TypeOf(live_parent) != InodeType::kLive) return;
+  fuse_lowlevel_notify_inval_entry(fs.session(), MakeIno(InodeType::kMirror, IdOf(live_parent)),
+                                   name.data(), name.size());
+}
+
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, RunOp("unlink", parent, NameOf(name),
-                            [&] { return DoUnlink(FsOf(req), parent, NameOf(name)); }));
+  SnapFs& fs = FsOf(req);
+  int err = RunOp("unlink", parent, NameOf(name), [&] { return DoUnlink(fs, parent, NameOf(name)); });
+  if (err == 0) ForgetFolderName(fs, parent, NameOf(name));
+  fuse_reply_err(req, err);
 }
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) {
-  fuse_reply_err(req, RunOp("rename", parent, NameOf(name), [&] {
-                   return DoRename(FsOf(req), parent, NameOf(name), newparent, NameOf(newname),
-                                   flags);
-                 }));
+  SnapFs& fs = FsOf(req);
+  int err = RunOp("rename", parent, NameOf(name), [&] {
+    return DoRename(fs, parent, NameOf(name), newparent, NameOf(newname), flags);
+  });
+  if (err == 0) {
+    ForgetFolderName(fs, parent, NameOf(name));
+    ForgetFolderName(fs, newparent, NameOf(newname));  // an image it replaced
+  }
+  fuse_reply_err(req, err);
 }
 
 void OpSymlink(fuse_req_t req, const char*, fuse_ino_t parent, const char* name) {

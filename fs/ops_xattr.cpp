@@ -58,7 +58,6 @@ Status LiveImageFact(SnapFs& fs, NodeId image, std::string_view fact, std::strin
 }
 
 Status DoGetxattr(SnapFs& fs, fuse_ino_t ino, std::string_view name, std::string* value) {
-  if (!HasPrefix(name, kUserPrefix)) return Status::NoData("only user.* attributes exist");
   switch (TypeOf(ino)) {
     case InodeType::kLive:
       if (HasPrefix(name, kReservedPrefix)) {
@@ -105,14 +104,25 @@ Status DoListxattr(SnapFs& fs, fuse_ino_t ino, std::string* packed) {
   return Status::OK();
 }
 
-// Sets *invalidate when the image's data changed under the kernel's cache.
+// What a setxattr changed behind the kernel's caches, to invalidate after
+// the reply.
+struct StaleCaches {
+  bool image_data = false;            // the image's data (a rollback)
+  std::vector<uint64_t> folders;      // snapshot folders whose entry `name` changed
+  std::string snapshot_name;
+};
+
 Status DoSetxattr(SnapFs& fs, fuse_ino_t ino, std::string_view name, std::string_view value,
-                  int flags, bool* invalidate) {
+                  int flags, StaleCaches* stale) {
   if (TypeOf(ino) == InodeType::kSnapDir) {
     if (!HasPrefix(name, kUserPrefix)) return Status::NotSupported("only user.* attributes");
     return SnapSetXattr(fs, ino, name, value, flags);
   }
-  if (TypeOf(ino) == InodeType::kMirror) return MirrorSetXattr(fs, ino, name, value);
+  if (TypeOf(ino) == InodeType::kMirror) {
+    SNAPDISK_RETURN_IF_ERROR(MirrorSetXattr(fs, ino, name, value, &stale->folders));
+    stale->snapshot_name = std::string(value.substr(0, value.find('\n')));
+    return Status::OK();
+  }
   if (TypeOf(ino) != InodeType::kLive) return ReadOnlyTree("setxattr");
   if (!HasPrefix(name, kUserPrefix)) return Status::NotSupported("only user.* attributes");
   if (name == kRollback && IsImage(fs, IdOf(ino))) {
@@ -121,7 +131,7 @@ Status DoSetxattr(SnapFs& fs, fuse_ino_t ino, std::string_view name, std::string
     SNAPDISK_RETURN_IF_ERROR(fs.store()->Rollback(IdOf(ino), value, force));
     Log(LogLevel::kInfo, "image '{}' rolled back to snapshot '{}'{}", fs.store()->PathOf(IdOf(ino)),
         value, force ? " (forced)" : "");
-    *invalidate = true;
+    stale->image_data = true;
     return Status::OK();
   }
   if (HasPrefix(name, kReservedPrefix)) {
@@ -158,6 +168,15 @@ void ReplyXattrValue(fuse_req_t req, size_t size, const std::string& value) {
 }  // namespace
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  // Only user.* exists (as setxattr says with ENOTSUP). Answering the same
+  // here, not ENODATA, lets `ls -l` (coreutils) remember that this mount has
+  // no SELinux labels or POSIX ACLs after the first entry instead of asking
+  // three times per entry: 30,000 round trips for a folder of 10,000
+  // snapshots. Quietly: ls and cp probe these names all the time.
+  if (!HasPrefix(NameOf(name), kUserPrefix)) {
+    fuse_reply_err(req, ENOTSUP);
+    return;
+  }
   std::string value;
   int err = RunOp(
       "getxattr", ino, NameOf(name),
@@ -182,14 +201,24 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
   SnapFs& fs = FsOf(req);
-  bool invalidate = false;
+  StaleCaches stale;
   int err = RunOp("setxattr", ino, NameOf(name), [&] {
-    return DoSetxattr(fs, ino, NameOf(name), std::string_view(value, size), flags, &invalidate);
+    return DoSetxattr(fs, ino, NameOf(name), std::string_view(value, size), flags, &stale);
   });
+  // Names in snapshot folders: before the reply, so that the new snapshot is
+  // what everyone sees once setxattr has returned. The folders are not the
+  // inode this setxattr holds (a mirror), so this cannot deadlock. ENOENT:
+  // the kernel does not have the folder cached; nothing to drop.
+  if (err == 0 && fs.session() != nullptr) {
+    for (uint64_t folder : stale.folders) {
+      fuse_lowlevel_notify_inval_entry(fs.session(), folder, stale.snapshot_name.c_str(),
+                                       stale.snapshot_name.size());
+    }
+  }
   fuse_reply_err(req, err);
-  // After the reply, never before: the kernel may hold the inode while it
-  // waits for this request.
-  if (err == 0 && invalidate && fs.session() != nullptr) {
+  // The image's data after the reply, never before: the kernel holds that
+  // inode while it waits for this request.
+  if (err == 0 && stale.image_data && fs.session() != nullptr) {
     fuse_lowlevel_notify_inval_inode(fs.session(), ino, 0, 0);
   }
 }

@@ -52,15 +52,18 @@ void SnapFs::DropTombstone(SnapshotId id) {
   tombstones_.erase(id);
 }
 
-void SnapFs::DropTombstonesNamed(NodeId image, std::string_view name) {
+bool SnapFs::DropTombstonesNamed(NodeId image, std::string_view name) {
   std::lock_guard<std::mutex> lock(mu_);
+  bool dropped = false;
   for (auto it = tombstones_.begin(); it != tombstones_.end();) {
     if (it->second.image == image && it->second.name == name) {
       it = tombstones_.erase(it);
+      dropped = true;
     } else {
       ++it;
     }
   }
+  return dropped;
 }
 
 OpenFile* SnapFs::AdoptHandle(std::unique_ptr<ImageHandle> handle) {

@@ -14,9 +14,13 @@
 // Everything else under .snapshots is read-only (EROFS).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fs/snapfs.h"
@@ -25,9 +29,15 @@
 namespace snapdisk::fs {
 
 struct DirListEntry {
+  DirListEntry() = default;
+  DirListEntry(std::string entry_name, uint64_t entry_ino, uint32_t entry_type)
+      : name(std::move(entry_name)), ino(entry_ino), type(entry_type) {}
   std::string name;
   uint64_t ino = 0;
   uint32_t type = 0;  // S_IFDIR or S_IFREG
+  // Attributes taken with the listing, when that was cheaper than a stat per
+  // entry later (snapshot directories); readdirplus stats the others.
+  std::optional<struct stat> attr;
 };
 
 // Finds `name` in a directory of the snapshot tree (types 1-3).
