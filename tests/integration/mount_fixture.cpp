@@ -354,9 +354,11 @@ void MountFixture::StartDaemon() {
   std::string header = fmt::format("=== {} mount {} {} -f ===\n", daemon_bin(), store_, mnt_);
   (void)!write(logfd, header.data(), header.size());
 
-  std::string bin = daemon_bin(), verb = "mount", fg = "-f";
-  std::string store = store_, mnt = mnt_;
-  char* argv[] = {bin.data(), verb.data(), store.data(), mnt.data(), fg.data(), nullptr};
+  std::vector<std::string> args = {daemon_bin(), "mount", store_, mnt_, "-f"};
+  for (const std::string& extra : ExtraMountArgs()) args.push_back(extra);
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   ASSERT_GE(pid, 0) << "fork: " << ErrnoName(errno);
@@ -369,7 +371,7 @@ void MountFixture::StartDaemon() {
     if (devnull >= 0) dup2(devnull, 0);
     dup2(logfd, 1);
     dup2(logfd, 2);
-    execv(argv[0], argv);
+    execv(argv[0], argv.data());
     const char msg[] = "integration test: execv of the snapdisk binary failed\n";
     (void)!write(2, msg, sizeof msg - 1);
     _exit(127);
