@@ -35,11 +35,26 @@ Status DoOpen(SnapFs& fs, fuse_ino_t ino, fuse_file_info* fi, std::unique_ptr<Im
   switch (TypeOf(ino)) {
     case InodeType::kLive: {
       SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(IdOf(ino), kLive, WantsWrite(fi->flags), out));
+      // libfuse turns on atomic O_TRUNC: the kernel hands O_TRUNC to open
+      // and sends no setattr, so open must truncate (even O_RDONLY|O_TRUNC,
+      // which Linux honours once the permission check passed).
+      if (fi->flags & O_TRUNC) {
+        AttrChange change;
+        change.set_size = true;
+        change.size = 0;
+        NodeAttr attr;
+        Status st = fs.store()->SetAttr(IdOf(ino), change, &attr);
+        if (!st.ok()) out->reset();
+        return st;
+      }
       return Status::OK();
     }
     case InodeType::kFrozen: {
       // Checked here, not left to permissions: root may not write either.
-      if (WantsWrite(fi->flags)) return Status::ReadOnly("a frozen view cannot be written");
+      // O_TRUNC would truncate (see above), so it is a write too.
+      if (WantsWrite(fi->flags) || (fi->flags & O_TRUNC)) {
+        return Status::ReadOnly("a frozen view cannot be written");
+      }
       SnapshotInfo info;
       SNAPDISK_RETURN_IF_ERROR(ResolveSnapshot(fs, IdOf(ino), &info));
       SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(info.image, info.id, false, out));
