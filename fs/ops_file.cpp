@@ -134,7 +134,12 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int err = RunOp("open", ino, "", [&] {
     std::unique_ptr<ImageHandle> handle;
     SNAPDISK_RETURN_IF_ERROR(DoOpen(fs, ino, fi, &handle));
-    raw = fs.AdoptHandle(std::move(handle));
+    std::optional<struct stat> frozen;
+    if (TypeOf(ino) == InodeType::kFrozen) {
+      frozen.emplace();
+      SNAPDISK_RETURN_IF_ERROR(StatInode(fs, ino, &*frozen));
+    }
+    raw = fs.AdoptHandle(std::move(handle), frozen);
     return Status::OK();
   });
   if (err != 0) {
