@@ -13,8 +13,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/falloc.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -341,6 +341,25 @@ TEST_F(HostileTest, FrozenThingsRefuseChangesEvenForRoot) {
 
   // Directories under .snapshots are not openable for writing either.
   EXPECT_ERRNO(OpenClose(P(".snapshots/vm1.img/s1"), O_RDWR), EISDIR);
+  // mmap: a shared writable mapping is refused; a private one may be
+  // scribbled on without reaching the snapshot.
+  int fd = open(frozen.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << ErrnoName(errno);
+  EXPECT_EQ(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EACCES);
+  void* map = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ASSERT_NE(map, MAP_FAILED) << ErrnoName(errno);
+  memset(map, 0xAB, 4096);
+  munmap(map, 4096);
+  close(fd);
+  // A protected snapshot refuses rmdir and rm -r (unlink of its view).
+  const std::string snapdir = P(".snapshots/vm1.img/s1");
+  ASSERT_EQ(setxattr(snapdir.c_str(), "user.snapdisk.protected", "1", 1, 0), 0) << ErrnoName(errno);
+  EXPECT_ERRNO(rmdir(snapdir.c_str()), EBUSY);
+  EXPECT_ERRNO(unlink(frozen.c_str()), EBUSY);
+  RunResult rm = Run("rm -rf " + ShellQuote(snapdir));
+  EXPECT_NE(rm.exit_code, 0) << Describe("rm -rf", rm);
+  ASSERT_EQ(setxattr(snapdir.c_str(), "user.snapdisk.protected", "0", 1, 0), 0) << ErrnoName(errno);
 
   EXPECT_EQ(Tree(), before) << "a refused operation changed .snapshots";
   EXPECT_TRUE(ReadWholeFile(frozen) == PatternBytes(1 * MiB, 1)) << "the frozen view changed";
@@ -412,6 +431,15 @@ TEST_F(HostileTest, OddNamesWorkEndToEnd) {
   }
   EXPECT_EQ(ListNames(P("")), (std::multiset<std::string>{".snapshots", "vm1.img"}));
   EXPECT_EQ(ListNames(P(".snapshots/vm1.img")), std::multiset<std::string>{});
+  // ".snapshots" is reserved at the root only: in a project it is an
+  // ordinary image with its own folder.
+  ASSERT_EQ(mkdir(P("team-a").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteWholeFile(P("team-a/.snapshots"), "inner"));
+  ASSERT_NO_FATAL_FAILURE(Snapshot("team-a/.snapshots", "s1"));
+  EXPECT_EQ(ReadWholeFile(P(".snapshots/team-a/.snapshots/s1/.snapshots")), "inner");
+  EXPECT_EQ(rmdir(P(".snapshots/team-a/.snapshots/s1").c_str()), 0) << ErrnoName(errno);
+  EXPECT_EQ(unlink(P("team-a/.snapshots").c_str()), 0) << ErrnoName(errno);
+  EXPECT_EQ(rmdir(P("team-a").c_str()), 0) << ErrnoName(errno);
   // The names survive a remount byte for byte.
   ASSERT_TRUE(WriteWholeFile(P(names[0]), "a"));
   ASSERT_NO_FATAL_FAILURE(Snapshot("vm1.img", names[2]));
@@ -633,6 +661,11 @@ TEST_F(HostileTest, HugeOffsetsFailCleanly) {
   EXPECT_ERRNO_IN(pwrite(fd, block.data(), 1, limit), EFBIG, EINVAL);
   EXPECT_EQ(SizeOf(img), limit);
   EXPECT_EQ(pread(fd, buf, sizeof buf, off_t{1} << 62), 0) << "a read past the end of a 16 TiB image";
+  // A snapshot of the biggest image is as cheap and reads its last block.
+  ASSERT_NO_FATAL_FAILURE(Snapshot("vm1.img", "max"));
+  EXPECT_EQ(SizeOf(P(".snapshots/vm1.img/max/vm1.img")), limit);
+  EXPECT_TRUE(PRead(P(".snapshots/vm1.img/max/vm1.img"), limit - 4096, 4096) == block);
+  EXPECT_EQ(rmdir(P(".snapshots/vm1.img/max").c_str()), 0) << ErrnoName(errno);
   EXPECT_EQ(pread(fd, buf, sizeof buf, limit), 0);
   // A write across the limit is short (POSIX: only as many bytes as there is
   // room for) or refused; never past it.
@@ -674,12 +707,14 @@ TEST_F(HostileTest, HugeOffsetsFailCleanly) {
 TEST_F(HostileTest, ConcurrentCreationOfOneSnapshotNameHasOneWinner) {
   ASSERT_EQ(mkdir(P("team-a").c_str(), 0755), 0);
   ASSERT_TRUE(WriteWholeFile(P("team-a/db.img"), PatternBytes(256 * KiB, 3)));
-  constexpr int kThreads = 8;
+  constexpr int kThreads = 9;
   constexpr int kRounds = 12;
   for (int round = 0; round < kRounds; ++round) {
     const std::string name = "race-" + std::to_string(round);
     const std::string folder = P(".snapshots/team-a/db.img/");
     const std::string mirror = P(".snapshots/team-a");
+    const std::string snapshots_root = P(".snapshots");
+    const std::string listed = name + "\nteam-a/db.img";
     std::atomic<int> ready{0};
     std::atomic<bool> go{false};
     std::vector<int> result(kThreads, -1);
@@ -688,12 +723,19 @@ TEST_F(HostileTest, ConcurrentCreationOfOneSnapshotNameHasOneWinner) {
       threads.emplace_back([&, t] {
         ready.fetch_add(1);
         while (!go.load()) std::this_thread::yield();
-        // Half by mkdir, half by the group-snapshot xattr on the project's
-        // mirror: the latter does not serialize on the folder's inode lock
-        // in the kernel, so the daemon itself must decide.
-        int rc = (t % 2 == 0) ? mkdir((folder + name).c_str(), 0755)
-                              : setxattr(mirror.c_str(), "user.snapdisk.snapshot", name.data(),
-                                         name.size(), 0);
+        // Three ways in, each serialized by the kernel on a different inode
+        // (the image's folder, the project's mirror, the .snapshots root),
+        // so the daemon itself must decide: mkdir, a group snapshot of the
+        // project, a group snapshot listing the image.
+        int rc = 0;
+        if (t % 3 == 0) {
+          rc = mkdir((folder + name).c_str(), 0755);
+        } else if (t % 3 == 1) {
+          rc = setxattr(mirror.c_str(), "user.snapdisk.snapshot", name.data(), name.size(), 0);
+        } else {
+          rc = setxattr(snapshots_root.c_str(), "user.snapdisk.snapshot", listed.data(),
+                        listed.size(), 0);
+        }
         result[t] = rc == 0 ? 0 : errno;
       });
     }
