@@ -42,6 +42,7 @@ void StoreImpl::FillAttr(const NodeRecord& r, NodeAttr* a) const {
   a->atime = r.atime;
   a->mtime = r.mtime;
   a->ctime = r.ctime;
+  a->linked = r.linked;
 }
 
 std::string StoreImpl::PathOf(NodeId node) {

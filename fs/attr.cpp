@@ -106,7 +106,7 @@ void StatLive(const SnapFs& fs, const NodeAttr& attr, struct stat* st) {
   st->st_ino = attr.id;
   const bool dir = attr.kind == NodeKind::kDirectory;
   st->st_mode = (dir ? S_IFDIR : S_IFREG) | (attr.mode & 07777);
-  st->st_nlink = dir ? 2 : 1;
+  st->st_nlink = dir ? 2 : (attr.linked ? 1 : 0);
   st->st_uid = attr.uid;
   st->st_gid = attr.gid;
   st->st_size = dir ? 0 : static_cast<off_t>(attr.size);

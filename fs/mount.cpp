@@ -219,6 +219,11 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
 int RunMount(const MountOptions& mount_in) {
   MountOptions mount = mount_in;
   if (mount.debug) mount.foreground = true;
+  // The store holds whole disks: whatever umask the daemon inherits (a unit
+  // file or a shell with umask 0), what it creates there (index, data file,
+  // sockets) is the owner's only. Modes of images and directories on the
+  // mount are not affected: they come from the callers' requests.
+  umask(077);
   SetDebugLogging(mount.debug);
 
   std::error_code ec;

@@ -33,6 +33,23 @@ Status DoLookup(SnapFs& fs, fuse_ino_t parent, std::string_view name, fuse_entry
   return MakeEntry(fs, ino, e);
 }
 
+// fstat (and the kernel's size checks on read) of an open frozen view whose
+// snapshot was deleted while it was open: answer from what open saw, with no
+// links, as for an unlinked file. The open handle still reads the snapshot.
+// The kernel sends fstat's getattr without the file handle, so look among
+// the open files.
+Status DoGetattr(SnapFs& fs, fuse_ino_t ino, struct stat* st) {
+  Status status = StatInode(fs, ino, st);
+  if (status.Is(Status::Code::kNotFound) && TypeOf(ino) == InodeType::kFrozen) {
+    if (std::optional<struct stat> opened = fs.OpenFrozenAttr(ino)) {
+      *st = *opened;
+      st->st_nlink = 0;
+      return Status::OK();
+    }
+  }
+  return status;
+}
+
 Timestamp Now() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -123,7 +140,7 @@ void OpForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   struct stat st {};
-  int err = RunOp("getattr", ino, "", [&] { return StatInode(FsOf(req), ino, &st); });
+  int err = RunOp("getattr", ino, "", [&] { return DoGetattr(FsOf(req), ino, &st); });
   if (err != 0) {
     fuse_reply_err(req, err);
     return;

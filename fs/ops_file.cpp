@@ -43,11 +43,26 @@ Status DoOpen(SnapFs& fs, fuse_ino_t ino, fuse_file_info* fi, std::unique_ptr<Im
       // every write. The price: no shared mmap of a live image (ENODEV);
       // cache=page restores it.
       if (fs.config().live_direct_io) fi->direct_io = 1;
+      // libfuse turns on atomic O_TRUNC: the kernel hands O_TRUNC to open
+      // and sends no setattr, so open must truncate (even O_RDONLY|O_TRUNC,
+      // which Linux honours once the permission check passed).
+      if (fi->flags & O_TRUNC) {
+        AttrChange change;
+        change.set_size = true;
+        change.size = 0;
+        NodeAttr attr;
+        Status st = fs.store()->SetAttr(IdOf(ino), change, &attr);
+        if (!st.ok()) out->reset();
+        return st;
+      }
       return Status::OK();
     }
     case InodeType::kFrozen: {
       // Checked here, not left to permissions: root may not write either.
-      if (WantsWrite(fi->flags)) return Status::ReadOnly("a frozen view cannot be written");
+      // O_TRUNC would truncate (see above), so it is a write too.
+      if (WantsWrite(fi->flags) || (fi->flags & O_TRUNC)) {
+        return Status::ReadOnly("a frozen view cannot be written");
+      }
       SnapshotInfo info;
       SNAPDISK_RETURN_IF_ERROR(ResolveSnapshot(fs, IdOf(ino), &info));
       SNAPDISK_RETURN_IF_ERROR(fs.store()->OpenImage(info.image, info.id, false, out));
@@ -129,7 +144,12 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int err = RunOp("open", ino, "", [&] {
     std::unique_ptr<ImageHandle> handle;
     SNAPDISK_RETURN_IF_ERROR(DoOpen(fs, ino, fi, &handle));
-    raw = fs.AdoptHandle(std::move(handle));
+    std::optional<struct stat> frozen;
+    if (TypeOf(ino) == InodeType::kFrozen) {
+      frozen.emplace();
+      SNAPDISK_RETURN_IF_ERROR(StatInode(fs, ino, &*frozen));
+    }
+    raw = fs.AdoptHandle(std::move(handle), frozen);
     return Status::OK();
   });
   if (err != 0) {

@@ -66,11 +66,21 @@ bool SnapFs::DropTombstonesNamed(NodeId image, std::string_view name) {
   return dropped;
 }
 
-OpenFile* SnapFs::AdoptHandle(std::unique_ptr<ImageHandle> handle) {
+OpenFile* SnapFs::AdoptHandle(std::unique_ptr<ImageHandle> handle,
+                              std::optional<struct stat> frozen_attr) {
   auto file = std::make_unique<OpenFile>(std::move(handle));
+  file->frozen_attr = frozen_attr;
   std::lock_guard<std::mutex> lock(mu_);
   open_files_.insert(file.get());
   return file.release();
+}
+
+std::optional<struct stat> SnapFs::OpenFrozenAttr(uint64_t ino) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const OpenFile* file : open_files_) {
+    if (file->frozen_attr && file->frozen_attr->st_ino == ino) return file->frozen_attr;
+  }
+  return std::nullopt;
 }
 
 void SnapFs::ReleaseHandle(OpenFile* file) {

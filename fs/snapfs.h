@@ -21,6 +21,8 @@
 // held.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -79,6 +81,11 @@ struct OpenFile {
   // grows the image, so the adapter stamps it, at most once a second per
   // handle, to keep a metadata commit off every write.
   std::atomic<int64_t> mtime_stamped_sec{0};
+  // Frozen views only: the attributes seen at open. The snapshot (and even
+  // its image) may be deleted while the view stays open; fstat on the open
+  // file must keep working, as POSIX has it for an unlinked file. Set before
+  // the file is adopted, never changed after.
+  std::optional<struct stat> frozen_attr;
 };
 
 class SnapFs {
@@ -107,7 +114,12 @@ class SnapFs {
   bool DropTombstonesNamed(NodeId image, std::string_view name);
 
   // ---- open image files (fi->fh of files) ----
-  OpenFile* AdoptHandle(std::unique_ptr<ImageHandle> handle);
+  // `frozen_attr`: a frozen view's attributes at open (see OpenFile).
+  OpenFile* AdoptHandle(std::unique_ptr<ImageHandle> handle,
+                        std::optional<struct stat> frozen_attr = std::nullopt);
+  // The attributes of frozen view `ino` as opened, if it is open now. Only
+  // for the rare miss (its snapshot deleted while open): scans open files.
+  std::optional<struct stat> OpenFrozenAttr(uint64_t ino) const;
   void ReleaseHandle(OpenFile* file);
 
  private:

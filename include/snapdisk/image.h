@@ -38,6 +38,9 @@ struct NodeAttr {
   uint32_t gid = 0;
   uint64_t size = 0;  // images: the disk size in bytes; directories: 0
   Timestamp atime, mtime, ctime;
+  // False for an image removed while still open: it lives on, nameless,
+  // until its last handle closes (POSIX unlink; stat reports no links).
+  bool linked = true;
 };
 
 // Which attributes SetAttr changes; fields without their flag are ignored.

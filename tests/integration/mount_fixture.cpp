@@ -357,6 +357,7 @@ void MountFixture::StartDaemon() {
     args.push_back("-o");
     args.push_back(mount_options_);
   }
+  for (const std::string& extra : ExtraMountArgs()) args.push_back(extra);
   std::string header = fmt::format("=== {} ===\n", fmt::join(args, " "));
   (void)!write(logfd, header.data(), header.size());
   std::vector<char*> argv;

@@ -74,6 +74,9 @@ class MountFixture : public ::testing::Test {
   // A test fixture may put the store on a tmpfs of this many bytes (to run
   // the store out of space); 0 (the default) keeps it on the host's /tmp.
   virtual uint64_t StoreFilesystemBytes() const { return 0; }
+  // Extra arguments after `snapdisk mount STORE MNT -f` (for example
+  // {"-o", "allow_other"}); none by default.
+  virtual std::vector<std::string> ExtraMountArgs() const { return {}; }
 
   // -o options for the next Mount() (e.g. "cache=page"); empty: none.
   void set_mount_options(std::string options) { mount_options_ = std::move(options); }
