@@ -221,6 +221,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     // Every generation change flushes pending records first (FlushPending
     // under an exclusive io_mu), so nothing pending is dropped here.
     cache.records.clear();
+    cache.pending_blocks.clear();
     cache.gen = live_gen;
   }
   ImageState::CachedRecord entry;
@@ -312,7 +313,10 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     rec.data = (rec.data & ~touched) | nonzero;
     rec.present |= touched;
   }
-  if (entry.pending == 0) img.pending_records.fetch_add(1);
+  if (entry.pending == 0) {
+    img.pending_records.fetch_add(1);
+    cache.pending_blocks.push_back(block);
+  }
   entry.pending = ++flush_ticket_;
   if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
     // Evict what the index already has; pending entries stay (WriteRange
@@ -432,27 +436,33 @@ Status StoreImpl::FlushPending(ImageState& img) {
   rocksdb::WriteBatch batch;
   for (size_t s = 0; s < ImageState::kStripes; ++s) {
     std::lock_guard l(img.stripes[s]);
-    const ImageState::LiveCache& cache = img.live_cache[s];
-    for (const auto& [block, entry] : cache.records) {
-      if (!entry.pending) continue;
+    ImageState::LiveCache& cache = img.live_cache[s];
+    for (uint64_t block : cache.pending_blocks) {
+      const ImageState::CachedRecord& entry = cache.records.at(block);
       batch.Put(index_.versions, keys::Version(img.id, block, cache.gen), entry.rec.Encode());
       taken.push_back({s, cache.gen, block, entry.pending});
     }
+    // Taken out of the list while the commit runs; what stays pending
+    // (a failed commit, or written again meanwhile) is put back below.
+    cache.pending_blocks.clear();
   }
   if (taken.empty()) return Status::OK();
-  SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
-  // Entries written again meanwhile carry a newer ticket and stay pending.
+  Status st = Commit(&batch, false, "write block index");
   for (const Taken& t : taken) {
     std::lock_guard l(img.stripes[t.stripe]);
     ImageState::LiveCache& cache = img.live_cache[t.stripe];
-    if (cache.gen != t.gen) continue;
+    if (cache.gen != t.gen) continue;  // not reached: a generation change flushes first
     auto it = cache.records.find(t.block);
-    if (it == cache.records.end() || it->second.pending != t.ticket) continue;
-    it->second.pending = 0;
-    it->second.indexed = true;
-    img.pending_records.fetch_sub(1);
+    if (it == cache.records.end() || it->second.pending == 0) continue;
+    if (st.ok() && it->second.pending == t.ticket) {
+      it->second.pending = 0;
+      it->second.indexed = true;
+      img.pending_records.fetch_sub(1);
+    } else {
+      cache.pending_blocks.push_back(t.block);  // still newer than the index
+    }
   }
-  return Status::OK();
+  return st;
 }
 
 void StoreImpl::FlusherThread() {

@@ -86,6 +86,7 @@ struct ImageState {
   struct LiveCache {
     uint64_t gen = 0;
     std::unordered_map<uint64_t, CachedRecord> records;
+    std::vector<uint64_t> pending_blocks;  // blocks whose entry is pending (flush walks only these)
   };
   std::array<LiveCache, kStripes> live_cache;
   static constexpr size_t kLiveCachePerStripe = 2048;
