@@ -42,6 +42,7 @@ DataFileIo* DataFileIo::Posix() {
 }
 
 DataFile::~DataFile() {
+  if (random_fd_ >= 0) io_->Close(random_fd_);
   if (fd_ >= 0) io_->Close(fd_);
 }
 
@@ -50,14 +51,22 @@ Status DataFile::Open(const std::string& path, uint32_t block_size) {
   block_size_ = block_size;
   fd_ = io_->Open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) return FromErrno(errno, "open " + path);
+  // A second descriptor for scattered small reads, with readahead off: on a
+  // shared descriptor, interleaved random reads from many threads can look
+  // sequential to the kernel, which then reads far more than asked. Large
+  // reads keep the first descriptor and its readahead.
+  random_fd_ = io_->Open(path, O_RDONLY | O_CLOEXEC, 0);
+  if (random_fd_ < 0) return FromErrno(errno, "open " + path);
+  (void)::posix_fadvise(random_fd_, 0, 0, POSIX_FADV_RANDOM);
   return Status::OK();
 }
 
-Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf) const {
+Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, bool random_access) const {
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
+  const int fd = random_access ? random_fd_ : fd_;
   size_t done = 0;
   while (done < len) {
-    ssize_t n = io_->Pread(fd_, buf + done, len - done, pos + static_cast<off_t>(done));
+    ssize_t n = io_->Pread(fd, buf + done, len - done, pos + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return FromErrno(errno, fmt::format("read slot {} of {}", slot, path_));

@@ -54,7 +54,8 @@ class DataFile {
   // outlive the DataFile.
   void UseIo(DataFileIo* io) { io_ = io; }
   Status Open(const std::string& path, uint32_t block_size);
-  Status Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf) const;
+  // `random_access`: a small read among scattered ones (no readahead).
+  Status Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, bool random_access = false) const;
   Status Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len);
   // Deallocates the bytes (they read back as zeros) without changing the size.
   Status Punch(uint64_t slot, uint32_t offset, uint32_t len);
@@ -65,6 +66,7 @@ class DataFile {
  private:
   DataFileIo* io_ = DataFileIo::Posix();
   int fd_ = -1;
+  int random_fd_ = -1;  // the same file, read-only, POSIX_FADV_RANDOM
   uint32_t block_size_ = 0;
   std::string path_;
 };
