@@ -1,12 +1,20 @@
 // snapdisk mount | unmount.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <thread>
 
 #include "cli/commands.h"
 #include "fs/mount.h"
@@ -14,8 +22,81 @@
 namespace snapdisk::cli {
 namespace {
 
-// Runs `fusermount3 -u MOUNTPOINT` and returns its exit code.
+int RunFusermount(const std::string& mountpoint);
+
+// The store behind a snapdisk mount ("snapdisk:STORE" in mountinfo's source
+// field, with mountinfo's octal escapes), or "" if `mountpoint` is not one.
+std::string StoreOfMount(const std::string& mountpoint) {
+  char real[PATH_MAX];
+  if (realpath(mountpoint.c_str(), real) == nullptr) return "";
+  auto unescape = [](const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '\\' && i + 3 < s.size()) {
+        out += static_cast<char>(std::strtol(s.substr(i + 1, 3).c_str(), nullptr, 8));
+        i += 3;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  };
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, found;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mnt, word;
+    f >> id >> parent >> dev >> root >> mnt;
+    if (unescape(mnt) != real) continue;
+    while (f >> word && word != "-") {
+    }
+    std::string type, source;
+    f >> type >> source;
+    source = unescape(source);
+    if (type == "fuse.snapdisk" && source.rfind("snapdisk:", 0) == 0) found = source.substr(9);
+  }
+  return found;  // the last (topmost) mount wins
+}
+
+// Waits until the daemon serving `store` has exited: it holds the store's
+// LOCK until its last write is synced and the index closed, so that a
+// `snapdisk fsck` or a new mount right after unmount finds the store free.
+bool WaitForStoreRelease(const std::string& store, std::chrono::seconds limit) {
+  int fd = ::open((store + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;  // nothing to wait for
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool told = false;
+  while (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::close(fd);
+      return false;
+    }
+    if (!told) {
+      std::fprintf(stderr, "snapdisk: waiting for the daemon of %s to close the store...\n", store.c_str());
+      told = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a lock, not hoping
+  }
+  ::close(fd);  // drops the shared lock
+  return true;
+}
+
+// Runs `fusermount3 -u MOUNTPOINT`, then waits for the daemon to release the
+// store; returns fusermount3's exit code (1 if the daemon does not finish).
 int Unmount(const std::string& mountpoint) {
+  const std::string store = StoreOfMount(mountpoint);
+  int rc = RunFusermount(mountpoint);
+  if (rc != 0 || store.empty()) return rc;
+  if (!WaitForStoreRelease(store, std::chrono::seconds(120))) {
+    std::fprintf(stderr, "snapdisk: %s is unmounted but its daemon still holds %s after 120 s\n",
+                 mountpoint.c_str(), store.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+// Runs `fusermount3 -u MOUNTPOINT` and returns its exit code.
+int RunFusermount(const std::string& mountpoint) {
   pid_t pid = fork();
   if (pid < 0) {
     std::fprintf(stderr, "snapdisk: fork: %s\n", std::strerror(errno));
@@ -50,7 +131,7 @@ void AddMountCommands(CLI::App& app) {
   cmd->add_flag("-d,--debug", mount->debug, "Trace FUSE requests (implies --foreground)");
   cmd->add_option("-o", mount->options,
                   "Mount options, comma-separated (allow_other, ro, block_size=N for a new "
-                  "store, ...); may repeat")
+                  "store, cache=direct|page for live images, ...); may repeat")
       ->allow_extra_args(false);
   cmd->add_option("--threads", mount->threads, "Most FUSE worker threads (default: libfuse's)");
   cmd->callback([mount] {
