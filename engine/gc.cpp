@@ -6,7 +6,9 @@
 // the same epoch as g, block*block_size < r.limit, and no version of a
 // generation in (g, r.gen] defines p. A version that serves nothing is dead.
 #include <algorithm>
+#include <array>
 #include <bit>
+#include <chrono>
 #include <limits>
 
 #include <fmt/format.h>
@@ -42,56 +44,188 @@ uint64_t EpochEnd(const std::vector<Epoch>& epochs, uint64_t gen) {
   return std::numeric_limits<uint64_t>::max();
 }
 
-// Readers (sorted by gen) that piece `p` of version `i` (newest first in `vs`)
-// is served to; stops counting at `cap`.
-size_t ServedReaders(const std::vector<Reader>& readers, const std::vector<Epoch>& epochs,
-                     const std::vector<BlockVersion>& vs, size_t i, uint32_t p, uint64_t block_start,
-                     size_t cap, const Reader** first) {
-  const uint64_t g = vs[i].gen;
-  uint64_t until = EpochEnd(epochs, g);  // exclusive
-  for (size_t k = i; k-- > 0;)          // newer versions, oldest of them first
-    if (vs[k].rec.present >> p & 1) {
-      until = std::min(until, vs[k].gen);
-      break;
-    }
-  size_t n = 0;
-  auto it = std::lower_bound(readers.begin(), readers.end(), Reader{g, 0});
-  for (; it != readers.end() && it->gen < until && n < cap; ++it) {
-    if (it->limit <= block_start || (it->shadow >> p & 1)) continue;
-    if (n == 0 && first) *first = &*it;
-    ++n;
+// The readers of one pass, indexed so that the liveness test costs about
+// log(readers), not readers: an image with 10,000 snapshots has 10,000
+// readers, and a pass asks about every stored version. Readers that stand
+// for a clone (`via`) can be shadowed per block; they are kept apart (there
+// are few) and only they are touched per block. The others are searched by
+// generation (binary search) and by size limit (a max-tree over the limits).
+class ReaderSet {
+ public:
+  explicit ReaderSet(std::vector<Reader> readers) {
+    for (Reader& r : readers) (r.via ? via_ : plain_).push_back(r);
+    std::sort(plain_.begin(), plain_.end());
+    std::sort(via_.begin(), via_.end());
+    leaves_ = 1;
+    while (leaves_ < plain_.size()) leaves_ *= 2;
+    tree_.assign(2 * leaves_, 0);
+    for (size_t i = 0; i < plain_.size(); ++i) tree_[leaves_ + i] = plain_[i].limit;
+    for (size_t n = leaves_; n-- > 1;) tree_[n] = std::max(tree_[2 * n], tree_[2 * n + 1]);
   }
-  return n;
-}
+
+  bool empty() const { return plain_.empty() && via_.empty(); }
+
+  // Sets each base reader's shadow for `block`: the pieces its clone defines
+  // itself in the generations that reader stands for.
+  Status FillShadows(IndexDb& index, uint32_t pieces, uint64_t block) {
+    if (via_.empty()) return Status::OK();
+    rocksdb::ReadOptions ro;
+    ro.prefix_same_as_start = true;
+    std::unique_ptr<rocksdb::Iterator> it(index.db->NewIterator(ro, index.versions));
+    for (Reader& r : via_) {
+      r.shadow = 0;
+      const std::string prefix = keys::BlockPrefix(r.via, block);
+      for (it->Seek(keys::Version(r.via, block, r.via_gen)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        keys::VersionKey vk;
+        if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.generation < r.via_start) break;
+        VersionRecord rec;
+        SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces, &rec));
+        r.shadow |= rec.present;
+      }
+      SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan a clone's versions"));
+    }
+    return Status::OK();
+  }
+
+  // Readers that piece `p` of a version of generation `g` is served to,
+  // where `until` is the generation (exclusive) where its epoch ends or the
+  // next newer version defining `p` begins: those with g <= gen < until,
+  // limit > block_start and `p` not shadowed. Stops counting at `cap`;
+  // *first (if asked) gets one with the lowest generation.
+  size_t Served(uint64_t g, uint64_t until, uint32_t p, uint64_t block_start, size_t cap,
+                const Reader** first) const {
+    if (until <= g) return 0;
+    size_t n = 0;
+    const Reader* best = nullptr;
+    const size_t hi = Bound(plain_, until);
+    for (size_t i = FirstAbove(Bound(plain_, g), hi, block_start); i < hi && n < cap;
+         i = FirstAbove(i + 1, hi, block_start)) {
+      if (n == 0) best = &plain_[i];
+      ++n;
+    }
+    size_t m = 0;
+    for (size_t i = Bound(via_, g); i < via_.size() && via_[i].gen < until && m < cap; ++i) {
+      const Reader& r = via_[i];
+      if (r.limit <= block_start || (r.shadow >> p & 1)) continue;
+      if (m == 0 && (!best || r.gen < best->gen)) best = &r;
+      ++m;
+    }
+    if (first && best) *first = best;
+    return std::min(n + m, cap);
+  }
+
+ private:
+  // Index of the first reader in `rs` with gen >= g.
+  static size_t Bound(const std::vector<Reader>& rs, uint64_t g) {
+    return static_cast<size_t>(std::lower_bound(rs.begin(), rs.end(), Reader{g, 0}) - rs.begin());
+  }
+  // The first i in [lo, hi) with plain_[i].limit > x, or hi.
+  size_t FirstAbove(size_t lo, size_t hi, uint64_t x) const {
+    if (lo >= hi) return hi;
+    if (plain_[lo].limit > x) return lo;  // the usual case: no size limit in the way
+    return Find(1, 0, leaves_, lo + 1, hi, x);
+  }
+  size_t Find(size_t node, size_t nl, size_t nr, size_t lo, size_t hi, uint64_t x) const {
+    if (nr <= lo || hi <= nl || tree_[node] <= x) return hi;
+    if (nr - nl == 1) return nl;
+    const size_t mid = nl + (nr - nl) / 2;
+    const size_t r = Find(2 * node, nl, mid, lo, hi, x);
+    return r != hi ? r : Find(2 * node + 1, mid, nr, lo, hi, x);
+  }
+
+  std::vector<Reader> plain_;  // via == 0, sorted by gen; never shadowed
+  std::vector<Reader> via_;    // clones' base readers, sorted by gen
+  size_t leaves_ = 1;
+  std::vector<uint64_t> tree_;  // max of plain_[].limit over each subtree (leaves at leaves_)
+};
+
+// For the versions of one block (newest first), walked oldest-last: the
+// generation of the next newer version defining each piece, so that
+// liveness needs no rescan of the newer versions per version and piece.
+class NextDefiner {
+ public:
+  NextDefiner() { next_.fill(std::numeric_limits<uint64_t>::max()); }
+  uint64_t Of(uint32_t p) const { return next_[p]; }
+  void Add(const BlockVersion& v) {
+    for (uint64_t m = v.rec.present; m; m &= m - 1) next_[static_cast<size_t>(std::countr_zero(m))] = v.gen;
+  }
+
+ private:
+  std::array<uint64_t, 64> next_;
+};
 
 }  // namespace
 
+// Deleting many snapshots in a row must not run one pass over the whole
+// image per deletion back to back: an image queued by ScheduleGc waits until
+// it has not been queued again for kGcQuiet, and at most kGcMaxDelay after
+// it was first queued. Images queued at open (no entry in gc_due_) and
+// CollectGarbage() do not wait.
+namespace {
+constexpr std::chrono::milliseconds kGcQuiet{200};
+constexpr std::chrono::milliseconds kGcMaxDelay{2000};
+}  // namespace
+
 void StoreImpl::ScheduleGc(NodeId image) {
+  const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard l(gc_mu_);
-    if (std::find(gc_queue_.begin(), gc_queue_.end(), image) == gc_queue_.end()) gc_queue_.push_back(image);
+    if (std::find(gc_queue_.begin(), gc_queue_.end(), image) == gc_queue_.end()) {
+      gc_queue_.push_back(image);
+      gc_due_[image] = {now, now};
+    } else if (auto it = gc_due_.find(image); it != gc_due_.end()) {
+      it->second.last = now;
+    }
   }
   gc_cv_.notify_one();
 }
 
+std::chrono::steady_clock::time_point StoreImpl::GcDueLocked(NodeId image) const {
+  auto it = gc_due_.find(image);
+  if (it == gc_due_.end()) return std::chrono::steady_clock::time_point::min();
+  return std::min(it->second.last + kGcQuiet, it->second.first + kGcMaxDelay);
+}
+
 void StoreImpl::GcThread() {
-  for (;;) {
-    std::unique_lock run(gc_run_mu_);
-    NodeId id = 0;
-    {
-      std::unique_lock l(gc_mu_);
-      while (gc_queue_.empty() && !gc_stop_) {
-        run.unlock();
-        gc_cv_.wait(l);
-        l.unlock();
-        run.lock();
-        l.lock();
-      }
-      if (gc_stop_) return;
-      id = gc_queue_.front();
-      gc_queue_.pop_front();
+  std::unique_lock l(gc_mu_);
+  while (!gc_stop_) {
+    if (gc_queue_.empty()) {
+      gc_cv_.wait(l);
+      continue;
     }
-    (void)GcImage(id);  // a failed pass leaves garbage, never damage; it is retried on the next open
+    // The queued image whose delay ends first.
+    NodeId id = 0;
+    auto due = std::chrono::steady_clock::time_point::max();
+    for (NodeId q : gc_queue_) {
+      const auto d = GcDueLocked(q);
+      if (d < due) {
+        due = d;
+        id = q;
+      }
+    }
+    if (due > std::chrono::steady_clock::now()) {
+      gc_cv_.wait_until(l, due);  // ScheduleGc and closing wake it early
+      continue;
+    }
+    // One pass at a time (gc_run_mu_ before gc_mu_, as in CollectGarbage).
+    l.unlock();
+    {
+      std::lock_guard run(gc_run_mu_);
+      bool take = false;
+      {
+        std::lock_guard q(gc_mu_);
+        auto it = std::find(gc_queue_.begin(), gc_queue_.end(), id);
+        // CollectGarbage may have taken it meanwhile, or ScheduleGc delayed it again.
+        if (!gc_stop_ && it != gc_queue_.end() && GcDueLocked(id) <= std::chrono::steady_clock::now()) {
+          gc_queue_.erase(it);
+          gc_due_.erase(id);
+          take = true;
+        }
+      }
+      // A failed pass leaves garbage, never damage; it is retried on the next open.
+      if (take) (void)GcImage(id);
+    }
+    l.lock();
   }
 }
 
@@ -104,6 +238,7 @@ Status StoreImpl::CollectGarbage() {
       if (gc_queue_.empty()) return Status::OK();
       id = gc_queue_.front();
       gc_queue_.pop_front();
+      gc_due_.erase(id);
     }
     SNAPDISK_RETURN_IF_ERROR(GcImage(id));
   }
@@ -164,28 +299,6 @@ static void CollectReaders(const std::unordered_map<NodeId, NodeRecord>& nodes,
   std::sort(readers->begin(), readers->end());
 }
 
-// Sets each base reader's shadow for `block`: the pieces its clone defines
-// itself in the generations that reader stands for.
-static Status FillShadows(IndexDb& index, uint32_t pieces, uint64_t block, std::vector<Reader>* readers) {
-  rocksdb::ReadOptions ro;
-  ro.prefix_same_as_start = true;
-  for (Reader& r : *readers) {
-    r.shadow = 0;
-    if (!r.via) continue;
-    std::unique_ptr<rocksdb::Iterator> it(index.db->NewIterator(ro, index.versions));
-    const std::string prefix = keys::BlockPrefix(r.via, block);
-    for (it->Seek(keys::Version(r.via, block, r.via_gen)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      keys::VersionKey vk;
-      if (!keys::ParseVersion(it->key().ToStringView(), &vk) || vk.generation < r.via_start) break;
-      VersionRecord rec;
-      SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces, &rec));
-      r.shadow |= rec.present;
-    }
-    SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan a clone's versions"));
-  }
-  return Status::OK();
-}
-
 // Calls fn(block, versions newest first) for every block of `image` with versions.
 template <typename Fn>
 static Status ForEachBlock(IndexDb& index, uint32_t pieces, NodeId image, Fn&& fn) {
@@ -226,6 +339,7 @@ Status StoreImpl::GcImage(NodeId image) {
     epochs = it->second.epochs;
     drop_node = readers.empty();
   }
+  ReaderSet set(std::move(readers));
   // Pending live records are invisible to the scan below; flushed, they are
   // judged like the rest (and an image being dropped leaks no slot).
   SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
@@ -248,12 +362,16 @@ Status StoreImpl::GcImage(NodeId image) {
     const uint64_t block_start = block * block_size_;
     // Closing: stop here; what is left is found again at the next open.
     if (closing_) return Status::Busy("store is closing");
-    SNAPDISK_RETURN_IF_ERROR(FillShadows(index_, pieces_, block, &readers));
+    SNAPDISK_RETURN_IF_ERROR(set.FillShadows(index_, pieces_, block));
+    NextDefiner next;
     for (size_t i = 0; i < vs.size(); ++i) {
+      const uint64_t g = vs[i].gen, end = EpochEnd(epochs, g);
       bool alive = false;
-      for (uint32_t p = 0; p < pieces_ && !alive; ++p)
-        if (vs[i].rec.present >> p & 1)
-          alive = ServedReaders(readers, epochs, vs, i, p, block_start, 1, nullptr) > 0;
+      for (uint64_t m = vs[i].rec.present; m && !alive; m &= m - 1) {
+        const auto p = static_cast<uint32_t>(std::countr_zero(m));
+        alive = set.Served(g, std::min(end, next.Of(p)), p, block_start, 1, nullptr) > 0;
+      }
+      next.Add(vs[i]);
       if (alive) continue;
       batch.Delete(index_.versions, vs[i].key);
       if (vs[i].rec.slot != kNoSlot) freed.push_back(vs[i].rec.slot);
@@ -339,16 +457,20 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
     usage->referenced += uint64_t{static_cast<unsigned>(std::popcount(stored))} * kSubBlockSize;
   }
   // Unique: stored pieces of this image served to this reader and no other.
+  ReaderSet set(std::move(readers));
   return ForEachBlock(index_, pieces_, image, [&](uint64_t block, std::vector<BlockVersion>& vs) -> Status {
     const uint64_t block_start = block * block_size_;
-    SNAPDISK_RETURN_IF_ERROR(FillShadows(index_, pieces_, block, &readers));
+    SNAPDISK_RETURN_IF_ERROR(set.FillShadows(index_, pieces_, block));
+    NextDefiner next;
     for (size_t i = 0; i < vs.size(); ++i) {
-      for (uint32_t p = 0; p < pieces_; ++p) {
-        if (!(vs[i].rec.data >> p & 1)) continue;
+      const uint64_t g = vs[i].gen, end = EpochEnd(epochs, g);
+      for (uint64_t m = vs[i].rec.data; m; m &= m - 1) {
+        const auto p = static_cast<uint32_t>(std::countr_zero(m));
         const Reader* first = nullptr;
-        if (ServedReaders(readers, epochs, vs, i, p, block_start, 2, &first) == 1 && first->gen == self.gen)
+        if (set.Served(g, std::min(end, next.Of(p)), p, block_start, 2, &first) == 1 && first->gen == self.gen)
           usage->unique += kSubBlockSize;
       }
+      next.Add(vs[i]);
     }
     return Status::OK();
   });

@@ -17,6 +17,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -298,6 +299,9 @@ class StoreImpl final : public Store {
   void ScheduleGc(NodeId image);
   void GcThread();
   Status GcImage(NodeId image);
+  // When the background thread may start a pass for a queued image
+  // (time_point::min() for one queued at open). Caller holds gc_mu_.
+  std::chrono::steady_clock::time_point GcDueLocked(NodeId image) const;
 
   Options options_;
   std::string path_;
@@ -327,6 +331,11 @@ class StoreImpl final : public Store {
   std::condition_variable gc_cv_;
   std::condition_variable gc_idle_cv_;
   std::deque<NodeId> gc_queue_;
+  // Queued by ScheduleGc: when first and last queued (the pass is debounced).
+  struct GcDue {
+    std::chrono::steady_clock::time_point first, last;
+  };
+  std::unordered_map<NodeId, GcDue> gc_due_;  // guarded by gc_mu_
   bool gc_busy_ = false;
   bool gc_stop_ = false;
   std::atomic<bool> closing_{false};  // tells a running GC pass to stop early
