@@ -142,6 +142,11 @@ std::string EncodeSnapshot(const SnapshotInfo& s) {
   }
   w.U8(s.is_protected ? 1 : 0);
   w.U8(s.hidden ? 1 : 0);
+  if (s.has_owner) {  // appended last: older records simply end before it
+    w.U32(s.mode);
+    w.U32(s.uid);
+    w.U32(s.gid);
+  }
   return std::move(w.buffer());
 }
 
@@ -161,6 +166,12 @@ Status DecodeSnapshot(std::string_view v, SnapshotInfo* out) {
   }
   out->is_protected = r.U8() != 0;
   out->hidden = r.U8() != 0;
+  out->has_owner = r.ok() && !r.done();
+  if (out->has_owner) {
+    out->mode = r.U32();
+    out->uid = r.U32();
+    out->gid = r.U32();
+  }
   if (!r.ok() || !r.done()) return Damaged("snapshot");
   return Status::OK();
 }

@@ -36,6 +36,10 @@ Status StoreImpl::SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int
   s.generation = rec->live_gen;
   s.created_ns = now_ns;
   s.size = rec->size;
+  s.has_owner = true;
+  s.mode = rec->mode;
+  s.uid = rec->uid;
+  s.gid = rec->gid;
   rec->live_gen += 1;  // later writes go to new versions: copy-on-write
   PutSnapshot(b, s);
   PutNode(b, *rec);

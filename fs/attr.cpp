@@ -88,10 +88,13 @@ Status StatFrozen(SnapFs& fs, uint64_t ino, struct stat* st) {
   // theirs: `cp FROZEN new.img` copies the source's mode, and a clone must
   // come out writable. The view itself is never writable, whatever the bits
   // say: open for writing, truncate and chmod answer EROFS, for root too.
-  st->st_mode = S_IFREG | (image.mode & 07777);
+  // They are the image's bits when the snapshot was taken: a later chmod or
+  // chown of the live image must not open up old data.
+  const uint32_t mode = info.has_owner ? info.mode : image.mode;
+  st->st_mode = S_IFREG | (mode & 07777);
   st->st_nlink = 1;
-  st->st_uid = image.uid;
-  st->st_gid = image.gid;
+  st->st_uid = info.has_owner ? info.uid : image.uid;
+  st->st_gid = info.has_owner ? info.gid : image.gid;
   st->st_size = static_cast<off_t>(info.size);
   st->st_blocks = ThickBlocks(info.size);
   st->st_blksize = fs.block_size();

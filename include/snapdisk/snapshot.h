@@ -29,6 +29,12 @@ struct SnapshotInfo {
   std::map<std::string, std::string> properties;  // key=value (--property)
   bool is_protected = false;   // protected snapshots refuse deletion (Busy)
   bool hidden = false;         // internal: holds the base of a clone of a live image
+  // The image's permission bits and owner when the snapshot was taken: its
+  // frozen view keeps them, so a later chmod or chown of the live image
+  // cannot open up old data. (false: a snapshot from a build that did not
+  // record them; its view follows the live image.)
+  bool has_owner = false;
+  uint32_t mode = 0, uid = 0, gid = 0;
 };
 
 // Checks a snapshot, image or directory name: 1..255 bytes, no '/', no NUL,

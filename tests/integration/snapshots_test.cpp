@@ -110,6 +110,30 @@ TEST_F(SnapshotsTest, FrozenViewStaysBitIdenticalAfterTheImageChanges) {
   EXPECT_EQ(PRead(img, 3 * MiB + 5, 5), "again");
 }
 
+// A frozen view keeps the image's mode and owner from when the snapshot was
+// taken (ZFS's .zfs/snapshot does the same): opening up the live image later
+// must not expose old, possibly secret, data.
+TEST_F(SnapshotsTest, FrozenViewKeepsModeAndOwnerOfItsTime) {
+  ASSERT_TRUE(PWrite(P("vm1.img"), 0, "secret"));
+  ASSERT_EQ(chmod(P("vm1.img").c_str(), 0600), 0) << ErrnoName(errno);
+  ASSERT_EQ(chown(P("vm1.img").c_str(), 0, 0), 0) << ErrnoName(errno);
+  ASSERT_EQ(mkdir(P(".snapshots/vm1.img/s1").c_str(), 0755), 0) << ErrnoName(errno);
+  ASSERT_EQ(chmod(P("vm1.img").c_str(), 0644), 0) << ErrnoName(errno);
+  ASSERT_EQ(chown(P("vm1.img").c_str(), 65534, 65534), 0) << ErrnoName(errno);
+  auto check = [&] {
+    struct stat live {}, frozen {};
+    ASSERT_EQ(stat(P("vm1.img").c_str(), &live), 0) << ErrnoName(errno);
+    ASSERT_EQ(stat(P(".snapshots/vm1.img/s1/vm1.img").c_str(), &frozen), 0) << ErrnoName(errno);
+    EXPECT_EQ(live.st_mode & 07777, 0644u);
+    EXPECT_EQ(frozen.st_mode & 07777, 0600u);
+    EXPECT_EQ(frozen.st_uid, 0u);
+    EXPECT_EQ(frozen.st_gid, 0u);
+  };
+  check();
+  ASSERT_NO_FATAL_FAILURE(Remount());
+  check();
+}
+
 TEST_F(SnapshotsTest, ShrinkingTheImageNeverDropsSnapshotData) {
   const std::string img = P("vm1.img");
   ASSERT_TRUE(WriteWholeFile(img, PatternBytes(4 * MiB, 6)));
