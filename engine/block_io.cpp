@@ -229,11 +229,15 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   // Assemble the touched 4 KiB pieces; partial pieces need their current bytes.
   const uint32_t first = off / kSubBlockSize, last = (off + len - 1) / kSubBlockSize;
   const uint64_t touched = MaskRange(first, last);
-  char* piece_buf = ScratchBlock(block_size_);
+  // `pieces` points at piece `first` of the new bytes: the caller's buffer
+  // itself when the write covers whole pieces (no copy), else a scratch
+  // block assembled from the current bytes and the new ones.
+  const char* pieces = data;
   uint64_t partial = 0;
   if (off % kSubBlockSize) partial |= uint64_t{1} << first;
   if ((off + len) % kSubBlockSize) partial |= uint64_t{1} << last;
   if (partial) {
+    char* piece_buf = ScratchBlock(block_size_);
     thread_local std::vector<char> cur;
     cur.resize(block_size_);
     uint64_t ignored = 0;
@@ -241,12 +245,14 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     for (uint32_t p = first; p <= last; ++p)
       if (partial >> p & 1)
         std::memcpy(piece_buf + size_t{p} * kSubBlockSize, cur.data() + size_t{p} * kSubBlockSize, kSubBlockSize);
+    std::memcpy(piece_buf + off, data, len);
+    pieces = piece_buf + size_t{first} * kSubBlockSize;
   }
-  std::memcpy(piece_buf + off, data, len);
+  auto piece = [&](uint32_t p) { return pieces + size_t{p - first} * kSubBlockSize; };
 
   uint64_t nonzero = 0;
   for (uint32_t p = first; p <= last; ++p)
-    if (!IsZeroPiece(piece_buf + size_t{p} * kSubBlockSize)) nonzero |= uint64_t{1} << p;
+    if (!IsZeroPiece(piece(p))) nonzero |= uint64_t{1} << p;
 
   if (!exists && nonzero == 0) {
     // An all-zero write over pieces that already read as zeros stores
@@ -280,7 +286,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
 
   const bool new_slot = nonzero && rec.slot == kNoSlot;
   if (new_slot) rec.slot = slots_.Allocate();
-  Status io = WritePieces(rec, first, last, nonzero, piece_buf);
+  Status io = WritePieces(rec, first, last, nonzero, pieces);
   if (!io.ok()) {
     if (new_slot) {
       slots_.Free(rec.slot);
@@ -316,7 +322,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
 }
 
 Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
-                              const char* piece_buf) {
+                              const char* pieces) {
   const uint64_t touched = MaskRange(first, last);
   uint32_t p = first;
   while (p <= last) {
@@ -324,8 +330,8 @@ Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last,
     uint32_t q = p;
     while (q + 1 <= last && (nonzero >> (q + 1) & 1)) ++q;
     SNAPDISK_RETURN_IF_ERROR(data_.Write(rec.slot, p * kSubBlockSize,
-                                         piece_buf + size_t{p} * kSubBlockSize, (q - p + 1) * kSubBlockSize));
-    for (uint32_t r = p; r <= q; ++r) rec.crc[r] = PieceChecksum(piece_buf + size_t{r} * kSubBlockSize);
+                                         pieces + size_t{p - first} * kSubBlockSize, (q - p + 1) * kSubBlockSize));
+    for (uint32_t r = p; r <= q; ++r) rec.crc[r] = PieceChecksum(pieces + size_t{r - first} * kSubBlockSize);
     p = q + 1;
   }
   const uint64_t punched = touched & ~nonzero & rec.data;

@@ -225,10 +225,11 @@ class StoreImpl final : public Store {
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);
   Status FlushAllPending();
-  // Writes the nonzero pieces first..last of piece_buf into rec's slot and
-  // punches the other touched pieces that held data, updating rec.crc.
+  // Writes the nonzero pieces first..last into rec's slot (`pieces` points
+  // at piece `first`, the others follow) and punches the other touched
+  // pieces that held data, updating rec.crc.
   Status WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
-                     const char* piece_buf);
+                     const char* pieces);
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
   // Calls fn(image, min_gen, max_gen, limit_blocks) for each level of the
   // read chain of (img, gen): the image's own epoch window, then each base it
