@@ -70,12 +70,14 @@ if [ "${SNAPDISK_SKIP_TSAN:-0}" != 1 ]; then
     tsan_status=$?
   # Threads racing on one mount: parallel writers, snapshots during writes,
   # racing snapshot creation, open files outliving rmdir/rm, copy_file_range
-  # clones, the control socket, kill -9 while writing.
+  # clones, the control socket. Not CrashTest: reopening a store after kill -9
+  # gives a RocksDB-internal report that cannot be suppressed by name
+  # (docs/testing.md, Sanitizers, "Known gap").
   tsan_tests='ImagesTest.ConcurrentWritersOnDifferentRanges:ImagesTest.OpenImageKeepsWorkingAfterUnlinkAndRename'
   tsan_tests+=':SnapshotsTest.SnapshotDuringWritesIsAPointInTime:SnapshotsTest.OpenFrozenViewOutlivesSnapshotDeletion'
   tsan_tests+=':HostileTest.ConcurrentCreationOfOneSnapshotNameHasOneWinner:HostileTest.RmdirOfSnapshotWithOpenFrozenView'
   tsan_tests+=':HostileTest.UnlinkOfAnOpenImage:ClonesTest.CopyFileRangeWithUnalignedRanges'
-  tsan_tests+=':CliTest.GroupSnapshotThroughXattrAndCli:SnapshotCacheTest.*:CrashTest.RepeatedKillsWhileWriting'
+  tsan_tests+=':CliTest.GroupSnapshotThroughXattrAndCli:SnapshotCacheTest.*'
   TSAN_OPTIONS=$tsan_options SNAPDISK_BIN="$tsan_abs/cli/snapdisk" \
     "$build_dir/tests/integration/integration_tests" --gtest_brief=1 --gtest_filter="$tsan_tests" ||
     tsan_status=$?
