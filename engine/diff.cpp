@@ -42,7 +42,7 @@ Status StoreImpl::Diff(NodeId image, SnapshotId from, SnapshotId to, std::vector
       }
       auto it = snapshots_.find(id);
       if (it == snapshots_.end() || it->second.image != image)
-        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", id, PathOf(image)));
+        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", id, PathOfLocked(image)));
       *gen = it->second.generation;
       *size = it->second.size;
       return Status::OK();

@@ -422,7 +422,7 @@ Status StoreImpl::GetSpaceUsage(NodeId image, SnapshotId snapshot, SpaceUsage* u
     } else {
       auto it = snapshots_.find(snapshot);
       if (it == snapshots_.end() || it->second.image != image)
-        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOf(image)));
+        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOfLocked(image)));
       self = {it->second.generation, it->second.size};
     }
   }

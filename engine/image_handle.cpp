@@ -78,7 +78,7 @@ Status StoreImpl::OpenImage(NodeId image, SnapshotId snapshot, bool writable,
   if (snapshot != kLive) {
     auto it = snapshots_.find(snapshot);
     if (it == snapshots_.end() || it->second.image != image)
-      return Status::NotFound(fmt::format("no snapshot {} of image {}", snapshot, PathOf(image)));
+      return Status::NotFound(fmt::format("no snapshot {} of image {}", snapshot, PathOfLocked(image)));
     if (writable) return Status::ReadOnly("snapshot '" + it->second.name + "' is read-only");
     gen = it->second.generation;
     size = it->second.size;

@@ -17,18 +17,18 @@ Status StoreImpl::NodeLocked(NodeId id, NodeRecord** rec) {
 
 Status StoreImpl::ImageLocked(NodeId id, NodeRecord** rec) {
   SNAPDISK_RETURN_IF_ERROR(NodeLocked(id, rec));
-  if ((*rec)->kind != NodeKind::kImage) return Status::IsDirectory(PathOf(id) + " is a directory, not an image");
+  if ((*rec)->kind != NodeKind::kImage) return Status::IsDirectory(PathOfLocked(id) + " is a directory, not an image");
   return Status::OK();
 }
 
 Status StoreImpl::ChildLocked(NodeId parent, std::string_view name, NodeRecord** rec) {
   NodeRecord* dir = nullptr;
   SNAPDISK_RETURN_IF_ERROR(NodeLocked(parent, &dir));
-  if (dir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOf(parent) + " is not a directory");
+  if (dir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOfLocked(parent) + " is not a directory");
   auto& kids = children_[parent];
   auto it = kids.find(name);
   if (it == kids.end())
-    return Status::NotFound(fmt::format("no image or directory '{}' in '{}'", name, PathOf(parent)));
+    return Status::NotFound(fmt::format("no image or directory '{}' in '{}'", name, PathOfLocked(parent)));
   return NodeLocked(it->second, rec);
 }
 
@@ -46,8 +46,14 @@ void StoreImpl::FillAttr(const NodeRecord& r, NodeAttr* a) const {
 }
 
 std::string StoreImpl::PathOf(NodeId node) {
-  // Callers may or may not hold meta_mu_; read without locking only ids that
-  // exist (a wrong name in a log line is the worst outcome). Use a bounded walk.
+  // nodes_ is guarded by meta_mu_: an unlocked walk raced every rename,
+  // snapshot and create (an insert may rehash the map under the reader).
+  std::lock_guard l(meta_mu_);
+  return PathOfLocked(node);
+}
+
+std::string StoreImpl::PathOfLocked(NodeId node) const {
+  // A bounded walk: a damaged parent chain cannot loop forever.
   std::string path;
   NodeId cur = node;
   for (int depth = 0; depth < 64 && cur != kRootNode; ++depth) {
@@ -164,8 +170,8 @@ Status StoreImpl::CreateNode(NodeId parent, std::string_view name, NodeKind kind
   std::lock_guard l(meta_mu_);
   NodeRecord* dir = nullptr;
   SNAPDISK_RETURN_IF_ERROR(NodeLocked(parent, &dir));
-  if (dir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOf(parent) + " is not a directory");
-  SNAPDISK_RETURN_IF_ERROR(CheckNewChild(children_, parent, name, PathOf(parent)));
+  if (dir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOfLocked(parent) + " is not a directory");
+  SNAPDISK_RETURN_IF_ERROR(CheckNewChild(children_, parent, name, PathOfLocked(parent)));
   NodeRecord r;
   r.id = counters_.next_node++;
   r.parent = parent;
@@ -225,7 +231,7 @@ Status StoreImpl::RemoveImage(NodeId parent, std::string_view name, bool cascade
     NodeRecord* rec = nullptr;
     SNAPDISK_RETURN_IF_ERROR(ChildLocked(parent, name, &rec));
     if (rec->kind != NodeKind::kImage)
-      return Status::IsDirectory(fmt::format("'{}' is a directory", PathOf(rec->id)));
+      return Status::IsDirectory(fmt::format("'{}' is a directory", PathOfLocked(rec->id)));
     id = rec->id;
     rocksdb::WriteBatch b;
     size_t n = SnapshotCountLocked(id);
@@ -233,10 +239,10 @@ Status StoreImpl::RemoveImage(NodeId parent, std::string_view name, bool cascade
     if (n > 0) {
       if (!cascade)
         return Status::Busy(fmt::format("image '{}' has {} snapshot(s); delete them first "
-                                        "(or use 'snapdisk delete --cascade')", PathOf(id), n));
+                                        "(or use 'snapdisk delete --cascade')", PathOfLocked(id), n));
       for (const auto& [sname, sid] : by_name_[id]) {
         if (snapshots_[sid].is_protected)
-          return Status::Busy(fmt::format("snapshot '{}' of '{}' is protected; unprotect it first", sname, PathOf(id)));
+          return Status::Busy(fmt::format("snapshot '{}' of '{}' is protected; unprotect it first", sname, PathOfLocked(id)));
         doomed.push_back(sid);
       }
     }
@@ -267,7 +273,7 @@ Status StoreImpl::RemoveDirectory(NodeId parent, std::string_view name) {
   if (rec->kind != NodeKind::kDirectory) return Status::NotDirectory(fmt::format("'{}' is not a directory", name));
   auto kids = children_.find(rec->id);
   if (kids != children_.end() && !kids->second.empty())
-    return Status::NotEmpty(fmt::format("directory '{}' is not empty", PathOf(rec->id)));
+    return Status::NotEmpty(fmt::format("directory '{}' is not empty", PathOfLocked(rec->id)));
   rocksdb::WriteBatch b;
   b.Delete(index_.nodes, keys::Id(rec->id));
   NodeRecord* dir = nullptr;
@@ -293,7 +299,7 @@ Status StoreImpl::Rename(NodeId parent, std::string_view name, NodeId new_parent
     SNAPDISK_RETURN_IF_ERROR(ValidateName(new_name));
     NodeRecord* ndir = nullptr;
     SNAPDISK_RETURN_IF_ERROR(NodeLocked(new_parent, &ndir));
-    if (ndir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOf(new_parent) + " is not a directory");
+    if (ndir->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOfLocked(new_parent) + " is not a directory");
     if (parent == new_parent && name == new_name) return Status::OK();
     if (rec->kind == NodeKind::kDirectory) {
       for (NodeId cur = new_parent; cur != kRootNode; cur = nodes_[cur].parent)
@@ -315,7 +321,7 @@ Status StoreImpl::Rename(NodeId parent, std::string_view name, NodeId new_parent
         b.Delete(index_.nodes, keys::Id(target->id));
       } else {
         if (SnapshotCountLocked(target->id) > 0)
-          return Status::Busy(fmt::format("cannot replace image '{}': it has snapshots", PathOf(target->id)));
+          return Status::Busy(fmt::format("cannot replace image '{}': it has snapshots", PathOfLocked(target->id)));
         target->linked = false;
         PutNode(&b, *target);
         replaced = target->id;
@@ -348,7 +354,7 @@ Status StoreImpl::ReadDirectory(NodeId dir, std::vector<DirEntry>* entries) {
   std::lock_guard l(meta_mu_);
   NodeRecord* rec = nullptr;
   SNAPDISK_RETURN_IF_ERROR(NodeLocked(dir, &rec));
-  if (rec->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOf(dir) + " is not a directory");
+  if (rec->kind != NodeKind::kDirectory) return Status::NotDirectory(PathOfLocked(dir) + " is not a directory");
   entries->clear();
   for (const auto& [name, id] : children_[dir]) entries->push_back({name, id, nodes_[id].kind});
   return Status::OK();

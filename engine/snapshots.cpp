@@ -19,7 +19,7 @@ Status StoreImpl::SnapshotLocked(NodeId image, std::string_view name, SnapshotIn
       return Status::OK();
     }
   }
-  return Status::NotFound(fmt::format("image '{}' has no snapshot '{}'", PathOf(image), name));
+  return Status::NotFound(fmt::format("image '{}' has no snapshot '{}'", PathOfLocked(image), name));
 }
 
 // Caller holds the image's io_mu exclusively and meta_mu_.
@@ -28,7 +28,7 @@ Status StoreImpl::SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int
   SNAPDISK_RETURN_IF_ERROR(ValidateName(name));
   auto& names = by_name_[rec->id];
   if (names.count(name))
-    return Status::AlreadyExists(fmt::format("image '{}' already has a snapshot '{}'", PathOf(rec->id), name));
+    return Status::AlreadyExists(fmt::format("image '{}' already has a snapshot '{}'", PathOfLocked(rec->id), name));
   SnapshotInfo s;
   s.id = counters_.next_snapshot++;
   s.image = rec->id;
@@ -148,7 +148,7 @@ Status StoreImpl::DeleteSnapshot(NodeId image, std::string_view name) {
     SnapshotInfo* s = nullptr;
     SNAPDISK_RETURN_IF_ERROR(SnapshotLocked(image, name, &s));
     if (s->is_protected)
-      return Status::Busy(fmt::format("snapshot '{}' of '{}' is protected; unprotect it first", name, PathOf(image)));
+      return Status::Busy(fmt::format("snapshot '{}' of '{}' is protected; unprotect it first", name, PathOfLocked(image)));
     rocksdb::WriteBatch b;
     b.Delete(index_.snapshots, keys::Id(s->id));
     SNAPDISK_RETURN_IF_ERROR(Commit(&b, false, "delete snapshot"));
@@ -168,7 +168,7 @@ Status StoreImpl::RenameSnapshot(NodeId image, std::string_view name, std::strin
   SNAPDISK_RETURN_IF_ERROR(ValidateName(new_name));
   if (name == new_name) return Status::OK();
   if (by_name_[image].count(new_name))
-    return Status::AlreadyExists(fmt::format("image '{}' already has a snapshot '{}'", PathOf(image), new_name));
+    return Status::AlreadyExists(fmt::format("image '{}' already has a snapshot '{}'", PathOfLocked(image), new_name));
   SnapshotInfo r = *s;
   r.name = std::string(new_name);
   rocksdb::WriteBatch b;
@@ -237,7 +237,7 @@ Status StoreImpl::Rollback(NodeId image, std::string_view name, bool force) {
     SNAPDISK_RETURN_IF_ERROR(SnapshotLocked(image, name, &s));
     if (!force && st->open_writers > 0)
       return Status::Busy(fmt::format("image '{}' is open for writing ({} writer(s)); close it or force the rollback",
-                                      PathOf(image), st->open_writers));
+                                      PathOfLocked(image), st->open_writers));
     NodeRecord r = nodes_[image];
     // The live image becomes a new epoch that reads through to the snapshot.
     Epoch e;
@@ -296,7 +296,7 @@ Status StoreImpl::CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) {
   NodeRecord s = nodes_[src];
   NodeRecord d = nodes_[dst];
   if (!IsPristineLocked(d))
-    return Status::InvalidArgument(fmt::format("clone target '{}' must be an empty image without snapshots", PathOf(dst)));
+    return Status::InvalidArgument(fmt::format("clone target '{}' must be an empty image without snapshots", PathOfLocked(dst)));
   Epoch e;
   e.start_gen = d.live_gen + 1;
   e.base_image = src;
@@ -310,7 +310,7 @@ Status StoreImpl::CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) {
   } else {
     auto it = snapshots_.find(snapshot);
     if (it == snapshots_.end() || it->second.image != src)
-      return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOf(src)));
+      return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOfLocked(src)));
     e.base_gen = it->second.generation;
     e.base_limit = it->second.size;
     snap_name = it->second.name;
@@ -320,7 +320,7 @@ Status StoreImpl::CloneImage(NodeId src, SnapshotId snapshot, NodeId dst) {
   d.size = e.base_limit;
   d.is_clone = true;
   d.origin_image = src;
-  d.origin_image_name = PathOf(src);
+  d.origin_image_name = PathOfLocked(src);
   d.origin_snapshot_name = snap_name;
   d.mtime = d.ctime = NowTimestamp();
   rocksdb::WriteBatch wb;
@@ -359,7 +359,7 @@ Status StoreImpl::CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset
     if (snapshot != kLive) {
       auto it = snapshots_.find(snapshot);
       if (it == snapshots_.end() || it->second.image != src)
-        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOf(src)));
+        return Status::NotFound(fmt::format("no snapshot {} of image '{}'", snapshot, PathOfLocked(src)));
       src_size = it->second.size;
     }
     // A copy of the whole source into an empty image is a clone.

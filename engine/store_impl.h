@@ -152,7 +152,7 @@ class StoreImpl final : public Store {
                 std::string_view new_name, bool no_replace) override;
   Status ReadDirectory(NodeId dir, std::vector<DirEntry>* entries) override;
   Status Parent(NodeId node, NodeId* parent) override;
-  std::string PathOf(NodeId node) override;
+  std::string PathOf(NodeId node) override;  // takes meta_mu_
   Status GetXattr(NodeId node, std::string_view name, std::string* value) override;
   Status SetXattr(NodeId node, std::string_view name, std::string_view value, bool create_only,
                   bool replace_only) override;
@@ -265,6 +265,7 @@ class StoreImpl final : public Store {
   Status ImageLocked(NodeId id, NodeRecord** rec);
   Status ChildLocked(NodeId parent, std::string_view name, NodeRecord** rec);
   Status SnapshotLocked(NodeId image, std::string_view name, SnapshotInfo** info);
+  std::string PathOfLocked(NodeId node) const;  // PathOf for callers holding meta_mu_
   void FillAttr(const NodeRecord& r, NodeAttr* a) const;
   void PutNode(rocksdb::WriteBatch* b, const NodeRecord& r);
   void PutSnapshot(rocksdb::WriteBatch* b, const SnapshotInfo& s);
