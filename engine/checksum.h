@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include <xxhash.h>
 
@@ -15,9 +16,13 @@ inline uint32_t PieceChecksum(const char* piece) {
 }
 
 inline bool IsZeroPiece(const char* p) {
-  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
-  for (uint32_t i = 0; i < kSubBlockSize / 8; ++i)
-    if (w[i]) return false;
+  // The piece may sit anywhere in a caller's buffer: load words with memcpy
+  // (no alignment assumed; the compiler makes plain loads of it).
+  for (uint32_t i = 0; i < kSubBlockSize; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w) return false;
+  }
   return true;
 }
 
