@@ -1,33 +1,63 @@
 // The dirty log (see dirty_log.h). Entry: the 24-byte version key followed
-// by the XXH3-64 of those bytes, little-endian (32 bytes).
+// by the XXH3-64 of those bytes, little-endian (32 bytes). The file is a
+// run of entries followed by zeros up to its mapped capacity.
 #include "dirty_log.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include <fmt/format.h>
 #include <xxhash.h>
 
-#include "coding.h"
 #include "keys.h"
 
 namespace snapdisk::engine {
 
 namespace {
 constexpr size_t kEntrySize = keys::kVersionKeySize + 8;
+constexpr uint64_t kInitialCapacity = 1u << 20;  // 32,768 entries
 
 Status LogError(int err, const std::string& what) {
   std::string msg = fmt::format("{}: {}", what, std::strerror(err));
   if (err == ENOSPC || err == EDQUOT) return Status::NoSpace(msg + " (free space in the store's file system)");
   return Status::IOError(msg);
 }
+
+void EncodeEntry(const std::string& key, char* e) {
+  std::memcpy(e, key.data(), keys::kVersionKeySize);
+  uint64_t sum = XXH3_64bits(e, keys::kVersionKeySize);
+  std::memcpy(e + keys::kVersionKeySize, &sum, 8);
+}
+
+bool EntryValid(const char* e) {
+  uint64_t stored = 0;
+  std::memcpy(&stored, e + keys::kVersionKeySize, 8);
+  return XXH3_64bits(e, keys::kVersionKeySize) == stored;
+}
+
+// Writes zeros over [from, to) of the file, so that its blocks exist before
+// they are mapped (a store into a hole would allocate, and SIGBUS on ENOSPC).
+Status WriteZeros(int fd, uint64_t from, uint64_t to, const std::string& path) {
+  static const std::vector<char> zeros(64 * 1024, 0);
+  while (from < to) {
+    size_t len = static_cast<size_t>(std::min<uint64_t>(zeros.size(), to - from));
+    ssize_t n = ::pwrite(fd, zeros.data(), len, static_cast<off_t>(from));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return LogError(n < 0 ? errno : ENOSPC, "extend " + path);
+    from += static_cast<uint64_t>(n);
+  }
+  return Status::OK();
+}
 }  // namespace
 
 DirtyLog::~DirtyLog() {
+  if (map_ != nullptr) ::munmap(map_, capacity_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -38,54 +68,44 @@ Status DirtyLog::Open(const std::string& path, std::vector<std::string>* logged_
   if (fd_ < 0) return LogError(errno, "open " + path);
   struct stat st {};
   if (::fstat(fd_, &st) != 0) return LogError(errno, "stat " + path);
-  std::string buf(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < buf.size()) {
-    ssize_t n = ::pread(fd_, buf.data() + done, buf.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return LogError(errno, "read " + path);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  SNAPDISK_RETURN_IF_ERROR(ReserveLocked(std::max(file_size, kInitialCapacity)));
   logged_keys->clear();
-  for (size_t off = 0; off + kEntrySize <= done; off += kEntrySize) {
-    const char* e = buf.data() + off;
-    uint64_t sum = XXH3_64bits(e, keys::kVersionKeySize);
-    uint64_t stored = 0;
-    std::memcpy(&stored, e + keys::kVersionKeySize, 8);
-    if (sum != stored) break;  // a torn tail: nothing after it was ever completed
+  uint64_t off = 0;
+  for (; off + kEntrySize <= file_size; off += kEntrySize) {
+    const char* e = map_ + off;
+    if (!EntryValid(e)) break;  // a torn tail or the zeros: nothing after it was completed
     logged_keys->emplace_back(e, keys::kVersionKeySize);
   }
-  size_ = done;
+  size_ = off;
+  // Keep "zeros past size_" true: a torn entry (or an older build's
+  // leftovers) must not be read as valid after later appends.
+  std::memset(map_ + size_, 0, static_cast<size_t>(std::min(file_size, capacity_) - std::min(file_size, size_)));
   return Status::OK();
 }
 
-namespace {
-void EncodeEntry(const std::string& key, char* e) {
-  std::memcpy(e, key.data(), keys::kVersionKeySize);
-  uint64_t sum = XXH3_64bits(e, keys::kVersionKeySize);
-  std::memcpy(e + keys::kVersionKeySize, &sum, 8);
-}
-
-Status WriteAll(int fd, const char* p, size_t len, uint64_t at, const std::string& path) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pwrite(fd, p + done, len - done, static_cast<off_t>(at + done));
-    if (n < 0 && errno == EINTR) continue;
-    // A short append leaves a torn entry that Open() stops at; it is overwritten next time.
-    if (n <= 0) return LogError(n < 0 ? errno : ENOSPC, "append to " + path);
-    done += static_cast<size_t>(n);
-  }
+Status DirtyLog::ReserveLocked(uint64_t bytes) {
+  if (bytes <= capacity_) return Status::OK();
+  uint64_t want = std::max<uint64_t>(capacity_ * 2, kInitialCapacity);
+  while (want < bytes) want *= 2;
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return LogError(errno, "stat " + path_);
+  // Only the part beyond the current file needs writing; entries and zeros
+  // below it are kept as they are.
+  SNAPDISK_RETURN_IF_ERROR(WriteZeros(fd_, std::max<uint64_t>(static_cast<uint64_t>(st.st_size), capacity_), want, path_));
+  void* m = map_ == nullptr ? ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0)
+                            : ::mremap(map_, capacity_, want, MREMAP_MAYMOVE);
+  if (m == MAP_FAILED) return LogError(errno, "map " + path_);
+  map_ = static_cast<char*>(m);
+  capacity_ = want;
   return Status::OK();
 }
-}  // namespace
 
 Status DirtyLog::Append(const std::string& version_key) {
-  char e[kEntrySize];
-  EncodeEntry(version_key, e);
   std::lock_guard l(mu_);
   if (live_.count(version_key)) return Status::OK();
-  SNAPDISK_RETURN_IF_ERROR(WriteAll(fd_, e, kEntrySize, size_, path_));
+  SNAPDISK_RETURN_IF_ERROR(ReserveLocked(size_ + kEntrySize));
+  EncodeEntry(version_key, map_ + size_);
   size_ += kEntrySize;
   live_.insert(version_key);
   return Status::OK();
@@ -95,43 +115,35 @@ void DirtyLog::Release(const std::vector<std::string>& version_keys) {
   std::lock_guard l(mu_);
   for (const std::string& k : version_keys) live_.erase(k);
   if (size_ == 0) return;
-  // Nothing is dirty: the whole log is stale. A failed truncate or compaction
-  // only means extra checksum recomputation at the next open.
   if (live_.empty()) {
-    if (::ftruncate(fd_, 0) == 0) size_ = 0;
+    // Nothing is dirty: the whole log is stale.
+    std::memset(map_, 0, static_cast<size_t>(size_));
+    size_ = 0;
   } else if (size_ > (1u << 20) && size_ > 8 * kEntrySize * live_.size()) {
-    (void)CompactLocked();
+    CompactLocked();
   }
 }
 
-// Writes the live entries to a new file and renames it over the log, so that
-// a crash at any point leaves one complete log listing every live key.
-Status DirtyLog::CompactLocked() {
-  const std::string tmp = path_ + ".new";
-  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return LogError(errno, "create " + tmp);
-  std::string buf(live_.size() * kEntrySize, '\0');
-  size_t off = 0;
-  for (const std::string& k : live_) {
-    EncodeEntry(k, buf.data() + off);
-    off += kEntrySize;
+// Moves the live entries to the front, in order, then zeroes the rest. Each
+// entry is written at or before the place it is read from, and read before
+// anything overwrites it, so a crash at any instant leaves every live key
+// listed (at its old place or its new one); stale entries left over by a
+// crash only cost a checksum recomputation at the next open.
+void DirtyLog::CompactLocked() {
+  uint64_t out = 0;
+  for (uint64_t in = 0; in + kEntrySize <= size_; in += kEntrySize) {
+    const char* e = map_ + in;
+    if (!live_.count(std::string(e, keys::kVersionKeySize))) continue;
+    if (out != in) std::memmove(map_ + out, e, kEntrySize);
+    out += kEntrySize;
   }
-  Status st = WriteAll(fd, buf.data(), buf.size(), 0, tmp);
-  if (st.ok() && ::rename(tmp.c_str(), path_.c_str()) != 0) st = LogError(errno, "rename " + tmp);
-  if (!st.ok()) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  ::close(fd_);
-  fd_ = fd;
-  size_ = buf.size();
-  return Status::OK();
+  std::memset(map_ + out, 0, static_cast<size_t>(size_ - out));
+  size_ = out;
 }
 
 Status DirtyLog::Reset() {
   std::lock_guard l(mu_);
-  if (::ftruncate(fd_, 0) != 0) return LogError(errno, "truncate " + path_);
+  std::memset(map_, 0, static_cast<size_t>(size_));
   size_ = 0;
   live_.clear();
   return Status::OK();

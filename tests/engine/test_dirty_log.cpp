@@ -1,0 +1,131 @@
+// DirtyLog (engine/dirty_log.h): what is appended is listed again by the
+// next Open of the file, whatever happened to the process in between, until
+// it is released; torn entries and stale leftovers are never listed.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <set>
+
+#include "dirty_log.h"
+#include "keys.h"
+#include "test_util.h"
+
+namespace snapdisk::test {
+namespace {
+
+using engine::DirtyLog;
+
+class DirtyLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/snapdisk-dirtylog-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/dirty.log";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  static std::string Key(uint64_t i) { return keys::Version(7, i, 3); }
+
+  // Opens the file as a new process would (the old object may still be alive,
+  // as after kill -9 the page cache still holds what the mapping stored).
+  std::vector<std::string> Reopen(std::unique_ptr<DirtyLog>* log) {
+    *log = std::make_unique<DirtyLog>();
+    std::vector<std::string> keys;
+    EXPECT_OK((*log)->Open(path_, &keys));
+    return keys;
+  }
+
+  std::string dir_, path_;
+};
+
+TEST_F(DirtyLogTest, AppendedKeysAreListedByTheNextOpenUntilReleased) {
+  std::unique_ptr<DirtyLog> log;
+  EXPECT_TRUE(Reopen(&log).empty());
+  for (uint64_t i = 0; i < 10; ++i) ASSERT_OK(log->Append(Key(i)));
+  ASSERT_OK(log->Append(Key(3)));  // once until released
+  std::unique_ptr<DirtyLog> other;
+  std::vector<std::string> listed = Reopen(&other);
+  ASSERT_EQ(listed.size(), 10u);
+  for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(listed[i], Key(i));
+  other.reset();
+
+  log->Release({Key(0), Key(1)});  // some still dirty: nothing is dropped yet
+  EXPECT_EQ(Reopen(&other).size(), 10u);
+  other.reset();
+  std::vector<std::string> rest;
+  for (uint64_t i = 2; i < 10; ++i) rest.push_back(Key(i));
+  log->Release(rest);  // none left: the log is empty
+  EXPECT_TRUE(Reopen(&other).empty());
+  other.reset();
+  ASSERT_OK(log->Append(Key(42)));  // appends after emptying start from the front
+  listed = Reopen(&other);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0], Key(42));
+}
+
+TEST_F(DirtyLogTest, GrowsPastItsFirstCapacityAndCompacts) {
+  std::unique_ptr<DirtyLog> log;
+  Reopen(&log);
+  const uint64_t n = 100000;  // 3.2 MiB of entries: two remaps past the first 1 MiB
+  for (uint64_t i = 0; i < n; ++i) ASSERT_OK(log->Append(Key(i)));
+  std::unique_ptr<DirtyLog> other;
+  ASSERT_EQ(Reopen(&other).size(), n);
+  other.reset();
+  // Release all but every 1000th: mostly stale, so it is compacted in place.
+  std::vector<std::string> done;
+  std::set<std::string> kept;
+  for (uint64_t i = 0; i < n; ++i) {
+    if (i % 1000 == 0) kept.insert(Key(i));
+    else done.push_back(Key(i));
+  }
+  log->Release(done);
+  std::vector<std::string> listed = Reopen(&other);
+  EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()), kept);
+  EXPECT_EQ(listed.size(), kept.size()) << "compaction left stale entries";
+}
+
+TEST_F(DirtyLogTest, TornEntryEndsTheListAndIsOverwritten) {
+  std::unique_ptr<DirtyLog> log;
+  Reopen(&log);
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_OK(log->Append(Key(i)));
+  log.reset();
+  // Damage the second entry, as a process killed in the middle of its
+  // memcpy leaves it; the third is then past the torn point.
+  int fd = ::open(path_.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "X", 1, 32 + 5), 1);
+  ::close(fd);
+  std::vector<std::string> listed = Reopen(&log);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0], Key(0));
+  // The torn entry and what followed are gone for good: a new append takes
+  // the torn entry's place and nothing stale reappears after it.
+  ASSERT_OK(log->Append(Key(9)));
+  std::unique_ptr<DirtyLog> other;
+  listed = Reopen(&other);
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[1], Key(9));
+}
+
+TEST_F(DirtyLogTest, ReadsAnOlderBuildsUnpreallocatedLog) {
+  {  // an older build wrote entries with write(2) and no zero tail
+    std::unique_ptr<DirtyLog> log;
+    Reopen(&log);
+    for (uint64_t i = 0; i < 2; ++i) ASSERT_OK(log->Append(Key(i)));
+  }
+  ASSERT_EQ(::truncate(path_.c_str(), 64), 0);
+  std::unique_ptr<DirtyLog> log;
+  std::vector<std::string> listed = Reopen(&log);
+  ASSERT_EQ(listed.size(), 2u);
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_GE(st.st_size, 1 << 20) << "capacity is written before it is mapped";
+  EXPECT_GE(st.st_blocks * 512, 1 << 20) << "the mapped capacity must have blocks (no SIGBUS when full)";
+}
+
+}  // namespace
+}  // namespace snapdisk::test
