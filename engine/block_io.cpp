@@ -329,8 +329,11 @@ Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last,
     if (!(nonzero >> p & 1)) { ++p; continue; }
     uint32_t q = p;
     while (q + 1 <= last && (nonzero >> (q + 1) & 1)) ++q;
-    SNAPDISK_RETURN_IF_ERROR(data_.Write(rec.slot, p * kSubBlockSize,
-                                         pieces + size_t{p - first} * kSubBlockSize, (q - p + 1) * kSubBlockSize));
+    // Pieces this version has no data in are holes of the file (a new slot,
+    // or never written, or punched): writing them allocates blocks.
+    const bool fills_hole = (MaskRange(p, q) & ~rec.data) != 0;
+    SNAPDISK_RETURN_IF_ERROR(data_.Write(rec.slot, p * kSubBlockSize, pieces + size_t{p - first} * kSubBlockSize,
+                                         (q - p + 1) * kSubBlockSize, fills_hole));
     for (uint32_t r = p; r <= q; ++r) rec.crc[r] = PieceChecksum(pieces + size_t{r - first} * kSubBlockSize);
     p = q + 1;
   }
@@ -505,7 +508,10 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   const uint64_t seq = write_seq_.load();
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
   // Data first, then the index: a synced record never names unsynced data.
-  Status st = data_.Sync();
+  // When the data only needed writing back (pure overwrites), the index
+  // log's sync below is what flushes the device cache for both.
+  bool data_flushed = true;
+  Status st = data_.SyncBeforeIndex(&data_flushed);
   if (!st.ok()) {
     // A failed fdatasync may have dropped dirty pages: nothing written since
     // the last good sync can be trusted to be on disk. Refuse further writes.
@@ -513,6 +519,13 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     return st;
   }
   for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
+  if (!data_flushed) {
+    // RocksDB skips the log's fdatasync when nothing was appended since the
+    // last one, and then no flush would reach the device: append something.
+    rocksdb::WriteBatch mark;
+    mark.Put(index_.meta, rocksdb::Slice(keys::kSyncMarkKey.data(), keys::kSyncMarkKey.size()), std::to_string(seq));
+    SNAPDISK_RETURN_IF_ERROR(Commit(&mark, false, "mark index sync"));
+  }
   st = NoteIndexResult(index_.db->SyncWAL(), "sync index log");
   if (!st.ok()) {
     // As for the data: what the log held may not be on disk, and a later

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,7 +34,28 @@ class PosixDataFileIo final : public DataFileIo {
     return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len);
   }
   int Fdatasync(int fd) override { return ::fdatasync(fd); }
+  int Writeback(int fd) override {
+    return ::sync_file_range(fd, 0, 0,
+                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  }
 };
+
+// File systems on which an overwrite of an allocated block is written in
+// place, so that writing the pages back and a later device cache flush make
+// it durable without the file's metadata. Not btrfs or zfs (copy on write:
+// every overwrite changes metadata), nor anything unknown.
+bool OverwritesInPlace(int fd) {
+  struct statfs sf {};
+  if (::fstatfs(fd, &sf) != 0) return false;
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case 0xEF53:      // ext2/3/4
+    case 0x58465342:  // xfs
+    case 0x01021994:  // tmpfs (nothing survives a reboot anyway)
+      return true;
+    default:
+      return false;
+  }
+}
 }  // namespace
 
 DataFileIo* DataFileIo::Posix() {
@@ -58,6 +80,7 @@ Status DataFile::Open(const std::string& path, uint32_t block_size) {
   random_fd_ = io_->Open(path, O_RDONLY | O_CLOEXEC, 0);
   if (random_fd_ < 0) return FromErrno(errno, "open " + path);
   (void)::posix_fadvise(random_fd_, 0, 0, POSIX_FADV_RANDOM);
+  overwrites_in_place_ = OverwritesInPlace(fd_);
   return Status::OK();
 }
 
@@ -80,7 +103,17 @@ Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, b
   return Status::OK();
 }
 
-Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len) {
+Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len, bool fills_hole) {
+  // Marked once the write is done (whatever its outcome): a sync that
+  // starts after this call returns must see it. A sync that cleared the
+  // mark while the write was under way was not asked to cover it.
+  struct MarkAfter {
+    DataFile* f;
+    bool on;
+    ~MarkAfter() {
+      if (on) f->metadata_dirty_ = true;
+    }
+  } mark{this, fills_hole};
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
   size_t done = 0;
   while (done < len) {
@@ -101,7 +134,9 @@ Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_
 
 Status DataFile::Punch(uint64_t slot, uint32_t offset, uint32_t len) {
   off_t pos = static_cast<off_t>(slot * block_size_ + offset);
-  if (io_->PunchHole(fd_, pos, len) != 0) {
+  const int punched = io_->PunchHole(fd_, pos, len);
+  metadata_dirty_ = true;  // after the punch, as in Write
+  if (punched != 0) {
     if (errno == EOPNOTSUPP) {  // file system without hole punching: zero instead
       std::vector<char> zeros(len, 0);
       return Write(slot, offset, zeros.data(), len);
@@ -112,7 +147,19 @@ Status DataFile::Punch(uint64_t slot, uint32_t offset, uint32_t len) {
 }
 
 Status DataFile::Sync() {
-  if (io_->Fdatasync(fd_) != 0) return FromErrno(errno, "fdatasync " + path_);
+  metadata_dirty_ = false;
+  if (io_->Fdatasync(fd_) != 0) {
+    metadata_dirty_ = true;
+    return FromErrno(errno, "fdatasync " + path_);
+  }
+  return Status::OK();
+}
+
+Status DataFile::SyncBeforeIndex(bool* flushed) {
+  *flushed = true;
+  if (!overwrites_in_place_ || metadata_dirty_.load()) return Sync();
+  if (io_->Writeback(fd_) != 0) return FromErrno(errno, "write back " + path_);
+  *flushed = false;
   return Status::OK();
 }
 

@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -38,6 +39,9 @@ class DataFileIo {
   // fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE).
   virtual int PunchHole(int fd, off_t pos, off_t len) = 0;
   virtual int Fdatasync(int fd) = 0;
+  // sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER) over the whole file:
+  // the dirty pages reach the device, with no metadata and no cache flush.
+  virtual int Writeback(int fd) = 0;
 
   // The real system calls; a process-wide object that is never destroyed.
   static DataFileIo* Posix();
@@ -56,10 +60,22 @@ class DataFile {
   Status Open(const std::string& path, uint32_t block_size);
   // `random_access`: a small read among scattered ones (no readahead).
   Status Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, bool random_access = false) const;
-  Status Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len);
+  // `fills_hole`: some of the bytes land where the file has no block yet
+  // (a new slot, or a piece never written or punched), so the file's
+  // metadata changes and only an fdatasync makes them durable.
+  Status Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len, bool fills_hole = true);
   // Deallocates the bytes (they read back as zeros) without changing the size.
   Status Punch(uint64_t slot, uint32_t offset, uint32_t len);
+  // fdatasync: every completed write is durable.
   Status Sync();
+  // The first half of a sync that an index log sync completes. If no write
+  // since the last sync changed the file's metadata (pure overwrites, the
+  // common case for a disk image) and the file system overwrites in place
+  // (ext4, xfs, tmpfs), only writes the dirty pages back and sets *flushed
+  // to false: the index log's fdatasync that must follow issues the device
+  // cache flush that makes both durable, one flush instead of two.
+  // Otherwise it is Sync() and sets *flushed to true.
+  Status SyncBeforeIndex(bool* flushed);
   uint64_t AllocatedBytes() const;  // st_blocks * 512
   const std::string& path() const { return path_; }
 
@@ -67,6 +83,9 @@ class DataFile {
   DataFileIo* io_ = DataFileIo::Posix();
   int fd_ = -1;
   int random_fd_ = -1;  // the same file, read-only, POSIX_FADV_RANDOM
+  bool overwrites_in_place_ = false;  // the file system (checked at Open) allows SyncBeforeIndex's shortcut
+  // Some write or punch since the last sync changed the file's metadata.
+  std::atomic<bool> metadata_dirty_{true};
   uint32_t block_size_ = 0;
   std::string path_;
 };

@@ -249,6 +249,20 @@ class FaultDataIo final : public DataFileIo {
     errno = saved;
     return r;
   }
+  // A fault here is a failed data sync too. Success counts as synced: the
+  // index log sync that the engine always does next flushes the device.
+  int Writeback(int fd) override {
+    if (int err = hooks_->Hit(FaultOp::kDataSync)) {
+      hooks_->DataSynced(fd, false);
+      errno = err;
+      return -1;
+    }
+    int r = DataFileIo::Posix()->Writeback(fd);
+    int saved = errno;
+    hooks_->DataSynced(fd, r == 0);
+    errno = saved;
+    return r;
+  }
 
  private:
   FaultHooks::Impl* hooks_;

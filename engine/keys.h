@@ -60,5 +60,9 @@ inline bool ParseVersion(std::string_view k, VersionKey* out) {
 // Keys in the default column family.
 inline constexpr std::string_view kFormatKey = "format";      // FormatRecord
 inline constexpr std::string_view kCountersKey = "counters";  // next ids
+// Rewritten by a sync whose data needed no fdatasync (the value is a
+// sequence number nobody reads): it gives the index log something to sync,
+// and so a device cache flush (StoreImpl::SyncImages).
+inline constexpr std::string_view kSyncMarkKey = "sync-mark";
 
 }  // namespace snapdisk::keys

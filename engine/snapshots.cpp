@@ -71,6 +71,10 @@ Status StoreImpl::CreateGroupSnapshot(const std::vector<NodeId>& images, std::st
       states.push_back(StateLocked(id));
     }
   }
+  // Index what is pending before writes are held up: the flush under the
+  // exclusive lock below then has only the few records written since, and
+  // writes pause for microseconds, not for a batch of hundreds.
+  for (auto& st : states) SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   // Waiting for in-flight writes of every member (in id order, no deadlock)
   // makes the group one instant: no write lands between members.
   std::vector<std::unique_lock<WriterPreferringMutex>> io;
