@@ -122,17 +122,22 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
   while (want) {
     auto view = cur->View();
     const EpochRt& ep = view->EpochFor(g);
-    std::string prefix = keys::BlockPrefix(cur->id, block);
-    std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
-    for (it->Seek(keys::Version(cur->id, block, cur == &img ? std::min(g, seek_gen) : g)); it->Valid() && want; it->Next()) {
-      if (!it->key().starts_with(prefix)) break;
-      keys::VersionKey vk;
-      if (!keys::ParseVersion(it->key().ToStringView(), &vk)) return Status::Corruption("damaged version key");
-      if (vk.generation < ep.e.start_gen) break;
-      VersionRecord rec;
-      SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces_, &rec));
+    const uint64_t top = cur == &img ? std::min(g, seek_gen) : g;
+    // Sealed (not yet indexed) versions of this block in the window, newest
+    // first: each supersedes the index's record of the same generation.
+    // `sealed` keeps the batches alive while `from_sealed` points into them.
+    const ImageState::SealedList sealed = cur->Sealed();
+    std::vector<std::pair<uint64_t, const VersionRecord*>> from_sealed;
+    for (const auto& batch : sealed) {
+      if (batch->gen < ep.e.start_gen || batch->gen > top) continue;
+      const auto& map = batch->records[block % ImageState::kStripes];
+      if (auto hit = map.find(block); hit != map.end()) from_sealed.emplace_back(batch->gen, &hit->second.rec);
+    }
+    std::sort(from_sealed.begin(), from_sealed.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    size_t next_sealed = 0;
+    auto apply = [&](const VersionRecord& rec) -> Status {
       uint64_t m = rec.present & want;
-      if (!m) continue;
+      if (!m) return Status::OK();
       uint64_t dm = m & rec.data;
       if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, cur->id, block));
       if (buf)
@@ -140,8 +145,28 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
           if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
       *stored |= dm;
       want &= ~m;
+      return Status::OK();
+    };
+    std::string prefix = keys::BlockPrefix(cur->id, block);
+    std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
+    for (it->Seek(keys::Version(cur->id, block, top)); it->Valid() && want; it->Next()) {
+      if (!it->key().starts_with(prefix)) break;
+      keys::VersionKey vk;
+      if (!keys::ParseVersion(it->key().ToStringView(), &vk)) return Status::Corruption("damaged version key");
+      if (vk.generation < ep.e.start_gen) break;
+      while (want && next_sealed < from_sealed.size() && from_sealed[next_sealed].first > vk.generation)
+        SNAPDISK_RETURN_IF_ERROR(apply(*from_sealed[next_sealed++].second));
+      if (!want) break;
+      if (next_sealed < from_sealed.size() && from_sealed[next_sealed].first == vk.generation) {
+        SNAPDISK_RETURN_IF_ERROR(apply(*from_sealed[next_sealed++].second));
+        continue;
+      }
+      VersionRecord rec;
+      SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces_, &rec));
+      SNAPDISK_RETURN_IF_ERROR(apply(rec));
     }
     SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
+    while (want && next_sealed < from_sealed.size()) SNAPDISK_RETURN_IF_ERROR(apply(*from_sealed[next_sealed++].second));
     if (!want) break;
     if (!ep.has_base()) break;
     // Only the base's first base_limit bytes show through.
@@ -205,10 +230,12 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
                              const char* data, uint32_t len, std::vector<std::string>* marked) {
   ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
   if (cache.gen != live_gen) {
-    // Every generation change flushes pending records first (FlushPending
-    // under an exclusive io_mu), so nothing pending is dropped here.
+    // Every generation change first flushes pending records (FlushPending)
+    // or seals them (SealLiveCache), under an exclusive io_mu, so nothing
+    // pending is dropped here.
     cache.records.clear();
     cache.pending_blocks.clear();
+    cache.pending_entries = 0;
     cache.gen = live_gen;
   }
   ImageState::CachedRecord entry;
@@ -308,6 +335,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   }
   if (entry.pending == 0) {
     img.pending_records.fetch_add(1);
+    ++cache.pending_entries;
     cache.pending_blocks.push_back(block);
   }
   entry.pending = ++flush_ticket_;
@@ -394,12 +422,8 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
   const uint64_t pending = img.pending_records.load();
   if (pending >= kMaxPendingRecords) {
     SNAPDISK_RETURN_IF_ERROR(FlushPending(img));
-  } else if (pending >= kFlushSoonRecords && !img.flush_queued.exchange(true)) {
-    {
-      std::lock_guard l(flusher_mu_);
-      flusher_queue_.push_back(img.id);
-    }
-    flusher_cv_.notify_one();
+  } else if (pending >= kFlushSoonRecords) {
+    QueueFlush(img);
   }
   if (!zeros && offset + len > img.size.load()) {
     std::lock_guard l(meta_mu_);
@@ -420,10 +444,77 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
   return Status::OK();
 }
 
+void StoreImpl::QueueFlush(ImageState& img) {
+  if (img.flush_queued.exchange(true)) return;
+  {
+    std::lock_guard l(flusher_mu_);
+    flusher_queue_.push_back(img.id);
+  }
+  flusher_cv_.notify_one();
+}
+
+std::shared_ptr<const ImageState::SealedBatch> StoreImpl::SealLiveCache(ImageState& img, uint64_t gen) {
+  // No wait for a flush under way (it could take a millisecond): entries it
+  // has taken move with the rest and count as moved (pending_entries); its
+  // commit then finds them gone and leaves them to the sealed batch, which
+  // indexes them again, with their newest value, after it (flush_mu).
+  auto batch = std::make_shared<ImageState::SealedBatch>();
+  batch->gen = gen;
+  uint64_t moved_pending = 0;
+  for (size_t s = 0; s < ImageState::kStripes; ++s) {
+    std::lock_guard l(img.stripes[s]);
+    ImageState::LiveCache& cache = img.live_cache[s];
+    if (cache.gen != gen) continue;  // nothing cached for this generation
+    moved_pending += cache.pending_entries;
+    batch->records[s] = std::move(cache.records);
+    cache.records.clear();
+    cache.pending_blocks.clear();
+    cache.pending_entries = 0;
+  }
+  if (moved_pending == 0) return nullptr;  // all indexed already: the index alone is the truth
+  img.pending_records.fetch_sub(moved_pending);
+  img.AddSealed(batch);
+  QueueFlush(img);
+  return batch;
+}
+
+void StoreImpl::UnsealLiveCache(ImageState& img, const std::shared_ptr<const ImageState::SealedBatch>& batch) {
+  if (!batch) return;
+  std::lock_guard flush(img.flush_mu);
+  const ImageState::SealedList sealed = img.Sealed();
+  if (std::find(sealed.begin(), sealed.end(), batch) == sealed.end()) return;  // indexed meanwhile
+  uint64_t restored = 0;
+  for (size_t s = 0; s < ImageState::kStripes; ++s) {
+    std::lock_guard l(img.stripes[s]);
+    ImageState::LiveCache& cache = img.live_cache[s];
+    cache.gen = batch->gen;
+    cache.records = batch->records[s];  // a copy: readers may still hold the batch
+    cache.pending_blocks.clear();
+    for (const auto& [block, entry] : cache.records)
+      if (entry.pending != 0) cache.pending_blocks.push_back(block);
+    cache.pending_entries = cache.pending_blocks.size();
+    restored += cache.pending_entries;
+  }
+  img.pending_records.fetch_add(restored);
+  img.RemoveSealed({batch});
+}
+
 Status StoreImpl::FlushPending(ImageState& img) {
   std::lock_guard flush(img.flush_mu);
-  if (img.pending_records.load() == 0) return Status::OK();
+  if (!img.HasUnindexed()) return Status::OK();
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
+  // Sealed batches first (older generations). Their entries stay readable
+  // from the batch until the index has them; then the batch is dropped.
+  if (const ImageState::SealedList sealed = img.Sealed(); !sealed.empty()) {
+    rocksdb::WriteBatch batch;
+    for (const auto& sb : sealed)
+      for (const auto& map : sb->records)
+        for (const auto& [block, entry] : map)
+          if (entry.pending != 0) batch.Put(index_.versions, keys::Version(img.id, block, sb->gen), entry.rec.Encode());
+    SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
+    img.RemoveSealed(sealed);
+  }
+  if (img.pending_records.load() == 0) return Status::OK();
   struct Taken {
     size_t stripe;
     uint64_t gen, block, ticket;
@@ -447,12 +538,13 @@ Status StoreImpl::FlushPending(ImageState& img) {
   for (const Taken& t : taken) {
     std::lock_guard l(img.stripes[t.stripe]);
     ImageState::LiveCache& cache = img.live_cache[t.stripe];
-    if (cache.gen != t.gen) continue;  // not reached: a generation change flushes first
+    if (cache.gen != t.gen) continue;  // the generation ended meanwhile: a sealed batch has it
     auto it = cache.records.find(t.block);
     if (it == cache.records.end() || it->second.pending == 0) continue;
     if (st.ok() && it->second.pending == t.ticket) {
       it->second.pending = 0;
       it->second.indexed = true;
+      --cache.pending_entries;
       img.pending_records.fetch_sub(1);
     } else {
       cache.pending_blocks.push_back(t.block);  // still newer than the index
@@ -495,7 +587,7 @@ Status StoreImpl::FlushAllPending() {
   {
     std::lock_guard l(meta_mu_);
     for (const auto& [id, st] : states_)
-      if (st->pending_records.load()) states.push_back(st);
+      if (st->HasUnindexed()) states.push_back(st);
   }
   for (auto& st : states) SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   return Status::OK();
@@ -575,6 +667,17 @@ uint64_t StoreImpl::NextBlockWithVersion(NodeId image, uint64_t from, uint64_t e
 
 Status StoreImpl::SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                             SeekWhence whence, uint64_t* result) {
+  // The scan reads the index. A snapshot that ends `gen` while it runs may
+  // seal records of `gen` away from the index: then scan again (the flush
+  // at its start indexes them, and `gen`, no longer live, is sealed once).
+  const bool was_live = img.View()->live_gen == gen;
+  Status s = SeekRangeOnce(img, gen, size, offset, whence, result);
+  if (was_live && img.View()->live_gen != gen) s = SeekRangeOnce(img, gen, size, offset, whence, result);
+  return s;
+}
+
+Status StoreImpl::SeekRangeOnce(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
+                                SeekWhence whence, uint64_t* result) {
   if (offset >= size) return Status::OutOfRange("seek offset is at or past the end of the image");
   SNAPDISK_RETURN_IF_ERROR(FlushPending(img));  // the live generation is read from the index
   const uint64_t nblocks = (size + block_size_ - 1) / block_size_;

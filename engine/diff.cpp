@@ -24,9 +24,25 @@ void AddRange(std::vector<Store::Extent>* out, uint64_t off, uint64_t len) {
 }  // namespace
 
 Status StoreImpl::Diff(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents) {
+  // The scans read the index. A snapshot taken while they run ends the live
+  // generation and may seal records of it away from the index; then the
+  // answer is computed again for the newer live view (a few tries).
+  Status s;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::shared_ptr<ImageState> st;
+    uint64_t to_gen = 0;
+    s = DiffOnce(image, from, to, extents, &st, &to_gen);
+    if (!s.ok() || to != kLive || st->View()->live_gen == to_gen) return s;
+  }
+  return s;
+}
+
+Status StoreImpl::DiffOnce(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents,
+                           std::shared_ptr<ImageState>* st_out, uint64_t* to_gen_out) {
   extents->clear();
-  std::shared_ptr<ImageState> st;
-  uint64_t from_gen = 0, from_size = 0, to_gen = 0, to_size = 0;
+  std::shared_ptr<ImageState>& st = *st_out;
+  uint64_t& to_gen = *to_gen_out;
+  uint64_t from_gen = 0, from_size = 0, to_size = 0;
   std::vector<Epoch> epochs;
   {
     std::lock_guard l(meta_mu_);

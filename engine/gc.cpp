@@ -330,6 +330,11 @@ Status StoreImpl::GcImage(NodeId image) {
   std::vector<Epoch> epochs;
   std::shared_ptr<ImageState> st;
   bool drop_node = false;
+  // The readers are those of this instant; a snapshot taken during the pass
+  // moves the image to newer generations this pass knows no reader of, so
+  // their versions are kept (without this, a version written after such a
+  // snapshot and indexed before the scan reached it looked dead).
+  uint64_t known_live_gen = 0;
   {
     std::lock_guard l(meta_mu_);
     auto it = nodes_.find(image);
@@ -337,6 +342,7 @@ Status StoreImpl::GcImage(NodeId image) {
     st = StateLocked(image);
     CollectReaders(nodes_, snapshots_, states_, it->second, &readers);
     epochs = it->second.epochs;
+    known_live_gen = it->second.live_gen;
     drop_node = readers.empty();
   }
   ReaderSet set(std::move(readers));
@@ -366,7 +372,7 @@ Status StoreImpl::GcImage(NodeId image) {
     NextDefiner next;
     for (size_t i = 0; i < vs.size(); ++i) {
       const uint64_t g = vs[i].gen, end = EpochEnd(epochs, g);
-      bool alive = false;
+      bool alive = !drop_node && g > known_live_gen;
       for (uint64_t m = vs[i].rec.present; m && !alive; m &= m - 1) {
         const auto p = static_cast<uint32_t>(std::countr_zero(m));
         alive = set.Served(g, std::min(end, next.Of(p)), p, block_start, 1, nullptr) > 0;

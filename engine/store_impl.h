@@ -88,12 +88,45 @@ struct ImageState {
     uint64_t gen = 0;
     std::unordered_map<uint64_t, CachedRecord> records;
     std::vector<uint64_t> pending_blocks;  // blocks whose entry is pending (flush walks only these)
+    // Entries with pending != 0, including those a flush under way has
+    // taken out of pending_blocks but not yet marked indexed.
+    uint64_t pending_entries = 0;
   };
   std::array<LiveCache, kStripes> live_cache;
   static constexpr size_t kLiveCachePerStripe = 2048;
-  std::atomic<uint64_t> pending_records{0};  // entries with pending != 0
+  std::atomic<uint64_t> pending_records{0};  // entries with pending != 0 (sum of pending_entries)
   std::atomic<bool> flush_queued{false};     // in StoreImpl::flusher_queue_
   std::mutex flush_mu;  // one flush of this image at a time (after io_mu, before stripes)
+
+  // The live caches of generations that a snapshot ended, not yet indexed.
+  // Taking a snapshot moves the live caches here whole (64 map moves, no
+  // index write, so writes pause for microseconds whatever is pending); the
+  // flusher indexes their pending entries soon after. A batch never changes
+  // once sealed: readers use it without a lock, and the entries are the
+  // truth for their keys, (image, block, gen), until the index has them.
+  // Readers of any generation consult them (ReadBlock); everything else
+  // that reads the index flushes them first (FlushPending).
+  struct SealedBatch {
+    uint64_t gen = 0;
+    std::array<std::unordered_map<uint64_t, CachedRecord>, kStripes> records;
+  };
+  using SealedList = std::vector<std::shared_ptr<const SealedBatch>>;
+  SealedList Sealed() const {
+    if (sealed_count.load(std::memory_order_acquire) == 0) return {};
+    std::lock_guard l(view_mu);
+    return sealed;
+  }
+  void AddSealed(std::shared_ptr<const SealedBatch> b) {
+    std::lock_guard l(view_mu);
+    sealed.push_back(std::move(b));
+    sealed_count.store(sealed.size(), std::memory_order_release);
+  }
+  void RemoveSealed(const SealedList& done) {
+    std::lock_guard l(view_mu);
+    for (const auto& d : done) std::erase(sealed, d);
+    sealed_count.store(sealed.size(), std::memory_order_release);
+  }
+  bool HasUnindexed() const { return pending_records.load() != 0 || sealed_count.load() != 0; }
 
   std::atomic<uint64_t> size{0};
   std::atomic<uint64_t> change_seq{0};  // bumped by every data change (for cp continuation)
@@ -125,6 +158,8 @@ struct ImageState {
  private:
   mutable std::mutex view_mu;
   std::shared_ptr<const ImageView> view;
+  SealedList sealed;                    // guarded by view_mu
+  std::atomic<size_t> sealed_count{0};  // sealed.size(), for a lock-free "none"
 };
 
 class StoreImpl final : public Store {
@@ -203,6 +238,10 @@ class StoreImpl final : public Store {
   Status SyncImages(const std::vector<ImageState*>& images);
   Status SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                    SeekWhence whence, uint64_t* result);
+  Status DiffOnce(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents,
+                  std::shared_ptr<ImageState>* st, uint64_t* to_gen);
+  Status SeekRangeOnce(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
+                       SeekWhence whence, uint64_t* result);
   Status Writable() const;  // ReadOnly after a failed sync
   void ReleaseHandle(const std::shared_ptr<ImageState>& img, bool writer, bool live,
                      uint64_t pinned_gen);
@@ -225,6 +264,16 @@ class StoreImpl final : public Store {
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);
   Status FlushAllPending();
+  // Ends the live generation's caching for a snapshot: moves the live
+  // caches into a sealed batch of generation `gen` and asks the flusher to
+  // index it. Caller holds io_mu exclusively (no write is in flight).
+  // Returns the batch (nullptr if nothing was pending).
+  std::shared_ptr<const ImageState::SealedBatch> SealLiveCache(ImageState& img, uint64_t gen);
+  // Undoes a seal whose snapshot failed (caller still holds io_mu
+  // exclusively): the batch's records go back to the live caches, unless
+  // the flusher has indexed them meanwhile.
+  void UnsealLiveCache(ImageState& img, const std::shared_ptr<const ImageState::SealedBatch>& batch);
+  void QueueFlush(ImageState& img);
   // Writes the nonzero pieces first..last into rec's slot (`pieces` points
   // at piece `first`, the others follow) and punches the other touched
   // pieces that held data, updating rec.crc.
@@ -286,6 +335,10 @@ class StoreImpl final : public Store {
   Status RecoverDirty(const std::vector<std::string>& logged);
   Status SnapshotLockedImpl(NodeRecord* rec, std::string_view name, int64_t now_ns,
                             rocksdb::WriteBatch* b, SnapshotInfo* out);
+  // The index commit and in-memory publication of a group snapshot (images
+  // in id order); caller holds their io_mu exclusively, not meta_mu_.
+  Status CommitGroupSnapshot(const std::vector<NodeId>& order, std::string_view name,
+                             std::vector<SnapshotInfo>* made);
   bool IsPristineLocked(const NodeRecord& r);
 
   // The flusher thread (block_io.cpp): indexes pending live records of

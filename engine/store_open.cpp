@@ -170,7 +170,7 @@ Status StoreImpl::OpenStore() {
     for (const auto& [id, st] : states_) gc_queue_.push_back(id);
   }
   if (options_.background_gc) gc_thread_ = std::thread([this] { GcThread(); });
-  flusher_thread_ = std::thread([this] { FlusherThread(); });
+  if (options_.background_flush) flusher_thread_ = std::thread([this] { FlusherThread(); });
   return Status::OK();
 }
 

@@ -39,6 +39,13 @@ struct Options {
   // Tests switch it off to call Store::CollectGarbage() synchronously.
   bool background_gc = true;
 
+  // Index pending block records in the background (a flusher thread, in
+  // groups, and every few seconds). Default: true. When false they are
+  // indexed only by the calls that need it (sync, snapshot scans, close) and
+  // by a writer once 16,384 are pending: tests use it to read records that
+  // are still only in memory.
+  bool background_flush = true;
+
   // Verify the checksum of every 4 KiB piece on read. Default: true.
   // Turning it off trades silent-corruption detection for a little CPU.
   bool verify_checksums = true;

@@ -398,3 +398,98 @@ TEST_F(SnapshotTest, GroupSnapshotAllOrNothing) {
 
 }  // namespace
 }  // namespace snapdisk::test
+
+namespace snapdisk::test {
+namespace {
+
+// A snapshot seals the live generation's unindexed records instead of
+// writing them to the index while writes wait; readers of the snapshot and
+// the live image's next writes must find them there, and then in the index.
+TEST_F(SnapshotTest, UnindexedWritesBeforeASnapshotStayInItAndUnderTheLiveImage) {
+  Options no_flusher = TestOptions();
+  no_flusher.background_flush = false;  // the sealed records stay unindexed until something needs the index
+  OpenStore(no_flusher);
+  NodeId img = MakeImage("vm.img");
+  auto h = OpenLive(img);
+  const std::string base = Pattern(2 * MiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, base));
+  ASSERT_OK(h->Sync());  // indexed: the next writes overwrite in place
+  std::string v1 = base;
+  // Fewer than a flush's worth of records, in place and in new blocks, with
+  // partial pieces: all pending in the live cache when the snapshot comes.
+  for (uint64_t i = 0; i < 20; ++i) {
+    const uint64_t off = i * 97 * KiB + 123;
+    const std::string d = Pattern(5000, off, 10 + i);
+    ASSERT_OK(WriteStr(h.get(), off, d));
+    if (v1.size() < off + d.size()) v1.resize(off + d.size(), '\0');
+    v1.replace(off, d.size(), d);
+  }
+  ASSERT_OK(WriteStr(h.get(), 3 * MiB, "tail"));
+  v1.resize(3 * MiB, '\0');
+  v1 += "tail";
+  SnapshotInfo s1;
+  ASSERT_OK(store_->CreateSnapshot(img, "s1", &s1));
+  EXPECT_BYTES_EQ(ReadAll(img, s1.id), v1, 0);  // at once, flushed or not
+  // Partial-piece writes to the live image need the sealed bytes beneath.
+  std::string live = v1;
+  for (uint64_t i = 0; i < 20; ++i) {
+    const uint64_t off = i * 97 * KiB + 4000;
+    const std::string d = Pattern(300, off, 50 + i);
+    ASSERT_OK(WriteStr(h.get(), off, d));
+    live.replace(off, d.size(), d);
+  }
+  SnapshotInfo s2;
+  ASSERT_OK(store_->CreateSnapshot(img, "s2", &s2));
+  EXPECT_BYTES_EQ(ReadAll(img, s1.id), v1, 0);
+  EXPECT_BYTES_EQ(ReadAll(img, s2.id), live, 0);
+  EXPECT_BYTES_EQ(ReadAll(img), live, 0);
+  // Scans of the index see them too (they index sealed records first).
+  std::vector<Store::Extent> changed;
+  ASSERT_OK(store_->Diff(img, s1.id, s2.id, &changed));
+  EXPECT_FALSE(changed.empty());
+  auto sh = OpenSnap(img, s1.id);
+  uint64_t at = 0;
+  ASSERT_OK(sh->Seek(3 * MiB - 1, SeekWhence::kData, &at));
+  EXPECT_EQ(at, 3 * MiB);
+  ASSERT_OK(store_->CollectGarbage());
+  EXPECT_BYTES_EQ(ReadAll(img, s1.id), v1, 0);
+  EXPECT_BYTES_EQ(ReadAll(img, s2.id), live, 0);
+  h.reset();
+  sh.reset();
+  Reopen();
+  EXPECT_BYTES_EQ(ReadAll(img, s1.id), v1, 0);
+  EXPECT_BYTES_EQ(ReadAll(img, s2.id), live, 0);
+  EXPECT_BYTES_EQ(ReadAll(img), live, 0);
+}
+
+// A snapshot that fails after sealing (here: its name is taken) gives the
+// sealed records back to the live image, which goes on in the same
+// generation as if nothing had happened.
+TEST_F(SnapshotTest, FailedSnapshotLeavesUnindexedWritesLive) {
+  Options no_flusher = TestOptions();
+  no_flusher.background_flush = false;
+  OpenStore(no_flusher);
+  NodeId img = MakeImage("vm.img");
+  auto h = OpenLive(img);
+  std::string v = Pattern(MiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, v));
+  SnapshotInfo s1;
+  ASSERT_OK(store_->CreateSnapshot(img, "s1", &s1));
+  const std::string d = Pattern(9000, 70000, 2);
+  ASSERT_OK(WriteStr(h.get(), 70000, d));
+  v.replace(70000, d.size(), d);
+  SnapshotInfo dup;
+  EXPECT_STATUS(kAlreadyExists, store_->CreateSnapshot(img, "s1", &dup));
+  const std::string e = Pattern(100, 70100, 3);  // on top of the records that were pending
+  ASSERT_OK(WriteStr(h.get(), 70100, e));
+  v.replace(70100, e.size(), e);
+  EXPECT_BYTES_EQ(ReadAll(img), v, 0);
+  ASSERT_OK(h->Sync());
+  h.reset();
+  Reopen();
+  EXPECT_BYTES_EQ(ReadAll(img), v, 0);
+  EXPECT_EQ(ReadAll(img, s1.id), Pattern(MiB, 0, 1));
+}
+
+}  // namespace
+}  // namespace snapdisk::test
