@@ -235,6 +235,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     // pending is dropped here.
     cache.records.clear();
     cache.pending_blocks.clear();
+    cache.inflight_blocks.clear();
     cache.pending_entries = 0;
     cache.gen = live_gen;
   }
@@ -453,29 +454,45 @@ void StoreImpl::QueueFlush(ImageState& img) {
   flusher_cv_.notify_one();
 }
 
-std::shared_ptr<const ImageState::SealedBatch> StoreImpl::SealLiveCache(ImageState& img, uint64_t gen) {
+Status StoreImpl::SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<const ImageState::SealedBatch>* out) {
+  out->reset();
   // No wait for a flush under way (it could take a millisecond): entries it
   // has taken move with the rest and count as moved (pending_entries); its
   // commit then finds them gone and leaves them to the sealed batch, which
   // indexes them again, with their newest value, after it (flush_mu).
+  // First the seal log (kill -9 must not lose what the snapshot shows):
+  // the pending entries, and those a flush under way has taken.
+  std::vector<std::pair<uint64_t, std::string>> logged;
+  for (size_t s = 0; s < ImageState::kStripes; ++s) {
+    std::lock_guard l(img.stripes[s]);
+    const ImageState::LiveCache& cache = img.live_cache[s];
+    if (cache.gen != gen) continue;  // nothing cached for this generation
+    for (const auto* list : {&cache.pending_blocks, &cache.inflight_blocks})
+      for (uint64_t block : *list)
+        if (auto it = cache.records.find(block); it != cache.records.end() && it->second.pending != 0)
+          logged.emplace_back(block, it->second.rec.Encode());
+  }
+  if (logged.empty()) return Status::OK();  // all indexed already: the index alone is the truth
   auto batch = std::make_shared<ImageState::SealedBatch>();
   batch->gen = gen;
+  SNAPDISK_RETURN_IF_ERROR(seal_log_.AppendBatch(img.id, gen, logged, &batch->log_seq));
   uint64_t moved_pending = 0;
   for (size_t s = 0; s < ImageState::kStripes; ++s) {
     std::lock_guard l(img.stripes[s]);
     ImageState::LiveCache& cache = img.live_cache[s];
-    if (cache.gen != gen) continue;  // nothing cached for this generation
+    if (cache.gen != gen) continue;
     moved_pending += cache.pending_entries;
     batch->records[s] = std::move(cache.records);
     cache.records.clear();
     cache.pending_blocks.clear();
+    cache.inflight_blocks.clear();
     cache.pending_entries = 0;
   }
-  if (moved_pending == 0) return nullptr;  // all indexed already: the index alone is the truth
   img.pending_records.fetch_sub(moved_pending);
   img.AddSealed(batch);
   QueueFlush(img);
-  return batch;
+  *out = std::move(batch);
+  return Status::OK();
 }
 
 void StoreImpl::UnsealLiveCache(ImageState& img, const std::shared_ptr<const ImageState::SealedBatch>& batch) {
@@ -497,6 +514,11 @@ void StoreImpl::UnsealLiveCache(ImageState& img, const std::shared_ptr<const Ima
   }
   img.pending_records.fetch_add(restored);
   img.RemoveSealed({batch});
+  // The live image may change these records again: the logged copy must
+  // never be replayed over newer ones.
+  if (Status s = seal_log_.MarkDone(batch->log_seq); !s.ok()) {
+    failed_sync_ = true;  // refuse writes rather than risk it
+  }
 }
 
 Status StoreImpl::FlushPending(ImageState& img) {
@@ -512,6 +534,10 @@ Status StoreImpl::FlushPending(ImageState& img) {
         for (const auto& [block, entry] : map)
           if (entry.pending != 0) batch.Put(index_.versions, keys::Version(img.id, block, sb->gen), entry.rec.Encode());
     SNAPDISK_RETURN_IF_ERROR(Commit(&batch, false, "write block index"));
+    // Indexed (the index's log survives kill -9 as the seal log does): the
+    // logged copies are done with. A batch whose marker failed stays sealed
+    // and is indexed and marked again next time.
+    for (const auto& sb : sealed) SNAPDISK_RETURN_IF_ERROR(seal_log_.MarkDone(sb->log_seq));
     img.RemoveSealed(sealed);
   }
   if (img.pending_records.load() == 0) return Status::OK();
@@ -531,6 +557,7 @@ Status StoreImpl::FlushPending(ImageState& img) {
     }
     // Taken out of the list while the commit runs; what stays pending
     // (a failed commit, or written again meanwhile) is put back below.
+    cache.inflight_blocks = std::move(cache.pending_blocks);
     cache.pending_blocks.clear();
   }
   if (taken.empty()) return Status::OK();
@@ -549,6 +576,10 @@ Status StoreImpl::FlushPending(ImageState& img) {
     } else {
       cache.pending_blocks.push_back(t.block);  // still newer than the index
     }
+  }
+  for (size_t s = 0; s < ImageState::kStripes; ++s) {
+    std::lock_guard l(img.stripes[s]);
+    img.live_cache[s].inflight_blocks.clear();
   }
   return st;
 }

@@ -91,9 +91,10 @@ Status StoreImpl::CreateGroupSnapshot(const std::vector<NodeId>& images, std::st
   // readers of the snapshot consult until the flusher has indexed them: no
   // index write while writes are held up (a flush here cost 0.2-1 ms under
   // a 4 KiB write load).
-  std::vector<std::shared_ptr<const ImageState::SealedBatch>> batches;
-  for (size_t i = 0; i < states.size(); ++i) batches.push_back(SealLiveCache(*states[i], ending_gens[i]));
-  Status made_ok = CommitGroupSnapshot(order, name, infos);
+  std::vector<std::shared_ptr<const ImageState::SealedBatch>> batches(states.size());
+  Status made_ok;
+  for (size_t i = 0; i < states.size() && made_ok.ok(); ++i) made_ok = SealLiveCache(*states[i], ending_gens[i], &batches[i]);
+  if (made_ok.ok()) made_ok = CommitGroupSnapshot(order, name, infos);
   if (!made_ok.ok()) {
     // The generation did not end after all: its records go back to the
     // live caches (no write ran meanwhile, io_mu is still held).

@@ -34,6 +34,7 @@
 #include "dirty_log.h"
 #include "index_db.h"
 #include "records.h"
+#include "seal_log.h"
 #include "rw_lock.h"
 #include "snapdisk/store.h"
 
@@ -88,6 +89,7 @@ struct ImageState {
     uint64_t gen = 0;
     std::unordered_map<uint64_t, CachedRecord> records;
     std::vector<uint64_t> pending_blocks;  // blocks whose entry is pending (flush walks only these)
+    std::vector<uint64_t> inflight_blocks;  // taken from pending_blocks by a flush not yet committed
     // Entries with pending != 0, including those a flush under way has
     // taken out of pending_blocks but not yet marked indexed.
     uint64_t pending_entries = 0;
@@ -108,6 +110,7 @@ struct ImageState {
   // that reads the index flushes them first (FlushPending).
   struct SealedBatch {
     uint64_t gen = 0;
+    uint64_t log_seq = 0;  // its entry in the seal log (seal_log.h)
     std::array<std::unordered_map<uint64_t, CachedRecord>, kStripes> records;
   };
   using SealedList = std::vector<std::shared_ptr<const SealedBatch>>;
@@ -267,8 +270,11 @@ class StoreImpl final : public Store {
   // Ends the live generation's caching for a snapshot: moves the live
   // caches into a sealed batch of generation `gen` and asks the flusher to
   // index it. Caller holds io_mu exclusively (no write is in flight).
-  // Returns the batch (nullptr if nothing was pending).
-  std::shared_ptr<const ImageState::SealedBatch> SealLiveCache(ImageState& img, uint64_t gen);
+  // *batch gets the batch (nullptr if nothing was pending). On failure (the
+  // seal log could not be written) nothing changed.
+  Status SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<const ImageState::SealedBatch>* batch);
+  // At open: indexes the sealed records a crash left only in the seal log.
+  Status ReplaySealLog(const std::vector<SealLog::Record>& records);
   // Undoes a seal whose snapshot failed (caller still holds io_mu
   // exclusively): the batch's records go back to the live caches, unless
   // the flusher has indexed them meanwhile.
@@ -366,6 +372,7 @@ class StoreImpl final : public Store {
   IndexDb index_;
   DataFile data_;
   DirtyLog dirty_log_;
+  SealLog seal_log_;
   SlotAllocator slots_;
   std::atomic<uint64_t> flush_ticket_{0};
   std::atomic<uint64_t> write_seq_{0};

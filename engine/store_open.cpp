@@ -161,6 +161,9 @@ Status StoreImpl::OpenStore() {
   SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_));
   std::vector<std::string> logged_dirty;
   SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(path_ + "/data/dirty.log", &logged_dirty));
+  std::vector<SealLog::Record> sealed;
+  SNAPDISK_RETURN_IF_ERROR(seal_log_.Open(path_ + "/data/sealed.log", &sealed));
+  SNAPDISK_RETURN_IF_ERROR(ReplaySealLog(sealed));  // before anything reads the index
   SNAPDISK_RETURN_IF_ERROR(LoadMetadata());
   SNAPDISK_RETURN_IF_ERROR(RecoverDirty(logged_dirty));
 
@@ -172,6 +175,24 @@ Status StoreImpl::OpenStore() {
   if (options_.background_gc) gc_thread_ = std::thread([this] { GcThread(); });
   if (options_.background_flush) flusher_thread_ = std::thread([this] { FlusherThread(); });
   return Status::OK();
+}
+
+Status StoreImpl::ReplaySealLog(const std::vector<SealLog::Record>& records) {
+  if (records.empty()) return seal_log_.Reset();
+  // Oldest batch first, so a key sealed twice ends with its newest record.
+  // Records of an image that is gone are dropped (its versions went with it).
+  rocksdb::WriteBatch b;
+  std::string ignored;
+  for (const SealLog::Record& r : records) {
+    rocksdb::Status s = index_.db->Get(rocksdb::ReadOptions(), index_.nodes, keys::Id(r.image), &ignored);
+    if (s.IsNotFound()) continue;
+    SNAPDISK_RETURN_IF_ERROR(FromRocks(s, "read image record"));
+    VersionRecord check;
+    SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(r.value, pieces_, &check));
+    b.Put(index_.versions, keys::Version(r.image, r.block, r.gen), r.value);
+  }
+  SNAPDISK_RETURN_IF_ERROR(Commit(&b, true, "index the records of snapshots taken just before a crash"));
+  return seal_log_.Reset();
 }
 
 Status StoreImpl::LoadMetadata() {
