@@ -35,14 +35,18 @@ if [ -f "$build_dir/CMakeCache.txt" ] && ! grep -q '^CMAKE_GENERATOR:INTERNAL=Ni
 fi
 cmake -S . -B "$build_dir" -G Ninja -DSNAPDISK_WERROR=ON -DSNAPDISK_BUILD_TESTS=ON
 cmake --build "$build_dir" -j "$(nproc)"
-# AddressSanitizer + UndefinedBehaviorSanitizer run of the engine suite (unit,
-# concurrency and model tests): any report fails the run. The integration
-# suites run on the normal build below; the ThreadSanitizer stage follows.
+# AddressSanitizer + UndefinedBehaviorSanitizer: the engine suite (unit,
+# concurrency and model tests), then the whole integration suite against an
+# ASan+UBSan daemon and CLI (the test binary is the normal build's). Any
+# report fails the run: the daemon aborts on one (its exit status fails the
+# test's clean-unmount check) and writes it to $asan_dir/reports/, which must
+# stay empty (a daemon a test kills cannot report through its exit status).
+# Leak checking is on, so a daemon that leaks at unmount fails too.
 if [ "${SNAPDISK_SKIP_ASAN:-0}" != 1 ]; then
   asan_dir=${build_dir}-asan
   cmake -S . -B "$asan_dir" -G Ninja -DSNAPDISK_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug \
     -DSNAPDISK_WERROR=ON -DSNAPDISK_BUILD_TESTS=ON
-  cmake --build "$asan_dir" -j "$(nproc)" --target engine_tests
+  cmake --build "$asan_dir" -j "$(nproc)" --target engine_tests snapdisk
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     SNAPDISK_MODEL_OPS=1000 "$asan_dir/tests/engine/engine_tests" --gtest_brief=1
 fi
@@ -88,6 +92,27 @@ if [ "${SNAPDISK_SKIP_TSAN:-0}" != 1 ]; then
   fi
   if [ "$tsan_status" != 0 ]; then
     echo "test.sh: the ThreadSanitizer stage failed (status $tsan_status)" >&2
+    exit 1
+  fi
+fi
+
+# The integration suite on the ASan+UBSan daemon (needs the normal build's
+# test binary, so it runs here). ~1 min on 2 cores.
+if [ "${SNAPDISK_SKIP_ASAN:-0}" != 1 ]; then
+  asan_abs=$(cd "$asan_dir" && pwd)
+  rm -rf "$asan_abs/reports" && mkdir -p "$asan_abs/reports"
+  asan_status=0
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$asan_abs/reports/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$asan_abs/reports/ubsan" \
+    SNAPDISK_BIN="$asan_abs/cli/snapdisk" \
+    "$build_dir/tests/integration/integration_tests" --gtest_brief=1 || asan_status=$?
+  if compgen -G "$asan_abs/reports/*" >/dev/null; then
+    echo "test.sh: AddressSanitizer/UBSan reports from the daemon:" >&2
+    cat "$asan_abs"/reports/* >&2
+    asan_status=1
+  fi
+  if [ "$asan_status" != 0 ]; then
+    echo "test.sh: the ASan+UBSan integration stage failed (status $asan_status)" >&2
     exit 1
   fi
 fi
