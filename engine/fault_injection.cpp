@@ -237,34 +237,26 @@ class FaultDataIo final : public DataFileIo {
     hooks_->SaveUndo(fd, pos, static_cast<size_t>(len));
     return DataFileIo::Posix()->PunchHole(fd, pos, len);
   }
-  int Fdatasync(int fd) override {
-    if (int err = hooks_->Hit(FaultOp::kDataSync)) {
-      hooks_->DataSynced(fd, false);
-      errno = err;
-      return -1;
-    }
-    int r = DataFileIo::Posix()->Fdatasync(fd);
-    int saved = errno;
-    hooks_->DataSynced(fd, r == 0);
-    errno = saved;
-    return r;
-  }
+  int Fdatasync(int fd) override { return Sync(fd, &DataFileIo::Fdatasync); }
   // A fault here is a failed data sync too. Success counts as synced: the
   // index log sync that the engine always does next flushes the device.
-  int Writeback(int fd) override {
+  int Writeback(int fd) override { return Sync(fd, &DataFileIo::Writeback); }
+
+ private:
+  // Either way of making the data durable: an injected kDataSync fault, or
+  // the real call; the hooks learn whether what was written is now safe.
+  int Sync(int fd, int (DataFileIo::*real)(int)) {
     if (int err = hooks_->Hit(FaultOp::kDataSync)) {
       hooks_->DataSynced(fd, false);
       errno = err;
       return -1;
     }
-    int r = DataFileIo::Posix()->Writeback(fd);
+    int r = (DataFileIo::Posix()->*real)(fd);
     int saved = errno;
     hooks_->DataSynced(fd, r == 0);
     errno = saved;
     return r;
   }
-
- private:
   FaultHooks::Impl* hooks_;
 };
 
