@@ -456,12 +456,12 @@ void StoreImpl::QueueFlush(ImageState& img) {
 
 Status StoreImpl::SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<const ImageState::SealedBatch>* out) {
   out->reset();
-  // No wait for a flush under way (it could take a millisecond): entries it
-  // has taken move with the rest and count as moved (pending_entries); its
+  // First the seal log, so that a kill -9 cannot lose what the snapshot
+  // shows: the pending entries, and those a flush under way has taken.
+  // There is no wait for that flush (it can take a millisecond): its taken
+  // entries move with the rest and count as moved (pending_entries); its
   // commit then finds them gone and leaves them to the sealed batch, which
   // indexes them again, with their newest value, after it (flush_mu).
-  // First the seal log (kill -9 must not lose what the snapshot shows):
-  // the pending entries, and those a flush under way has taken.
   std::vector<std::pair<uint64_t, std::string>> logged;
   for (size_t s = 0; s < ImageState::kStripes; ++s) {
     std::lock_guard l(img.stripes[s]);
