@@ -10,6 +10,28 @@
 
 namespace snapdisk::engine {
 
+bool StoreImpl::StillDamaged(NodeId image, uint64_t gen, uint64_t block, uint32_t piece) {
+  std::shared_ptr<ImageState> st;
+  {
+    std::lock_guard l(meta_mu_);
+    st = StateLocked(image);
+  }
+  if (!st) return true;
+  // Read the piece as a reader of `gen` would, with the record that is
+  // current now: under the write path's locks if `gen` is still live.
+  std::vector<char> buf(block_size_);
+  uint64_t stored = 0;
+  std::shared_lock io(st->io_mu);
+  Status s;
+  if (st->View()->live_gen == gen) {
+    std::lock_guard stripe(st->StripeFor(block));
+    s = ReadBlock(*st, gen, block, uint64_t{1} << piece, buf.data(), &stored, true);
+  } else {
+    s = ReadBlock(*st, gen, block, uint64_t{1} << piece, buf.data(), &stored);
+  }
+  return !s.ok();
+}
+
 Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, uint64_t)>& progress) {
   *report = CheckReport();
   SNAPDISK_RETURN_IF_ERROR(FlushAllPending());  // check what the index will hold
@@ -54,6 +76,9 @@ Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, 
     for (uint32_t p = 0; p < pieces_; ++p) {
       if (!(rec.data >> p & 1)) continue;
       Status s = data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data());
+      if ((!s.ok() || PieceChecksum(piece.data()) != rec.crc[p]) && !StillDamaged(vk.image, vk.generation, vk.block, p)) {
+        continue;  // overwritten in place since the scan read its record: not damage
+      }
       if (!s.ok() || PieceChecksum(piece.data()) != rec.crc[p]) {
         ++report->checksum_errors;
         problem(fmt::format("{} block {} piece {} (generation {}, slot {}): {}", PathOf(vk.image), vk.block, p,

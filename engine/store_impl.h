@@ -310,6 +310,11 @@ class StoreImpl final : public Store {
                                 uint64_t max_gen);
   Status ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                     uint64_t block);
+  // For Check: a piece of (image, gen, block) whose bytes did not match the
+  // record its scan read. The live generation is overwritten in place, so
+  // this reads the piece again with the current record; true if that fails
+  // too (real damage).
+  bool StillDamaged(NodeId image, uint64_t gen, uint64_t block, uint32_t piece);
   Status VerifyPieces(const VersionRecord& rec, uint64_t mask, const char* buf, NodeId image,
                       uint64_t block);
 
