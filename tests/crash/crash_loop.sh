@@ -13,7 +13,8 @@
 #   --keep         keep the work directory (store, journal, logs) even on success
 #
 # Each cycle: mount the store (the same one every cycle) and wait for it (10 s
-# deadline, polled); verify the previous cycle's journal; start the workload;
+# deadline, polled); verify the previous cycle's journal; start the workload
+# and wait (polled) until it says its set-up is done and its writers run;
 # sleep a random 0.2-2 s (the only fixed sleep); kill -9 the daemon;
 # fusermount3 -u -z; wait for the workload to stop; on odd cycles run the
 # store's consistency check on the closed store. After the last cycle: remount, verify,
@@ -119,6 +120,13 @@ for (( CYCLE = 1; CYCLE <= CYCLES; ++CYCLE )); do
   "$WORKLOAD" run --mnt "$MNT" --journal "$JOURNAL" --seed $(( SEED * 1000 + CYCLE )) \
       --cycle "$CYCLE" --max-seconds 60 >>"$WLOG" 2>&1 &
   WPID=$!
+  # The kill delay counts from the workload's set-up being done (reading the
+  # journal grows slower every cycle), or from its early exit.
+  deadline=$(( $(now_ns) + 60000000000 ))
+  until grep -q "^workload cycle $CYCLE: running" "$WLOG" || ! kill -0 "$WPID" 2>/dev/null; do
+    (( $(now_ns) < deadline )) || fail "the workload did not start within 60 s"
+    sleep 0.02   # polling interval
+  done
   DELAY_MS=$(( 200 + RANDOM % 1801 ))
   sleep "$(printf '%d.%03d' $(( DELAY_MS / 1000 )) $(( DELAY_MS % 1000 )))"   # the random kill delay
   kill -KILL "$DAEMON"

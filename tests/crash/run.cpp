@@ -273,6 +273,11 @@ int Workload::Run() {
   std::vector<std::thread> writers;
   if (!Stopped()) {
     for (unsigned t = 0; t < config_.threads; ++t) writers.emplace_back([this, t] { Writer(t); });
+    // crash_loop.sh starts the random kill delay only now: loading a long
+    // journal can take longer than the delay, and a kill before this point
+    // would crash an idle daemon.
+    std::printf("workload cycle %llu: running\n", static_cast<unsigned long long>(config_.cycle));
+    std::fflush(stdout);
   }
   std::mt19937_64 rng(config_.seed);
   while (!Stopped()) {
