@@ -76,10 +76,11 @@ Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, 
     for (uint32_t p = 0; p < pieces_; ++p) {
       if (!(rec.data >> p & 1)) continue;
       Status s = data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data());
-      if ((!s.ok() || PieceChecksum(piece.data()) != rec.crc[p]) && !StillDamaged(vk.image, vk.generation, vk.block, p)) {
+      const bool mismatch = !s.ok() || PieceChecksum(piece.data()) != rec.crc[p];
+      if (mismatch && !StillDamaged(vk.image, vk.generation, vk.block, p)) {
         continue;  // overwritten in place since the scan read its record: not damage
       }
-      if (!s.ok() || PieceChecksum(piece.data()) != rec.crc[p]) {
+      if (mismatch) {
         ++report->checksum_errors;
         problem(fmt::format("{} block {} piece {} (generation {}, slot {}): {}", PathOf(vk.image), vk.block, p,
                             vk.generation, rec.slot, s.ok() ? "checksum mismatch" : s.ToString()));
