@@ -42,7 +42,7 @@ class ImageHandleImpl final : public ImageHandle {
   }
 
   Status Seek(uint64_t offset, SeekWhence whence, uint64_t* result) override {
-    uint64_t gen = snap_ == kLive ? img_->View()->live_gen : gen_;
+    uint64_t gen = snap_ == kLive ? img_->LiveGen() : gen_;
     return store_->SeekRange(*img_, gen, Size(), offset, whence, result);
   }
 

@@ -141,13 +141,29 @@ struct ImageState {
   }
   void Publish(std::shared_ptr<const ImageView> v) {
     std::lock_guard l(view_mu);
+    live_gen_.store(v->live_gen, std::memory_order_release);
     view = std::move(v);
   }
+  // View()->live_gen without the lock and the shared_ptr copy (every read
+  // and write of the live image asks). Exact for a caller holding io_mu,
+  // which every generation change holds exclusively.
+  uint64_t LiveGen() const { return live_gen_.load(std::memory_order_acquire); }
 
-  // Indexed versions overwritten in place since the last sync: key -> write
-  // seq (kInProgress while a write is under way); each is in the dirty log.
+  // Indexed versions overwritten in place since the last sync: (block,
+  // generation) -> write seq (kInProgress while a write is under way); each
+  // is in the dirty log. Hashed on two integers, not on the 24-byte index
+  // key: every 4 KiB overwrite looks its version up here.
+  struct DirtyKey {
+    uint64_t block = 0, gen = 0;
+    bool operator==(const DirtyKey&) const = default;
+  };
+  struct DirtyKeyHash {
+    size_t operator()(const DirtyKey& k) const {
+      return std::hash<uint64_t>()(k.block * 0x9E3779B97F4A7C15ull ^ k.gen);
+    }
+  };
   std::mutex dirty_mu;
-  std::map<std::string, uint64_t> dirty;
+  std::unordered_map<DirtyKey, uint64_t, DirtyKeyHash> dirty;
 
   // Guarded by StoreImpl::meta_mu_.
   int open_handles = 0;
@@ -161,6 +177,7 @@ struct ImageState {
  private:
   mutable std::mutex view_mu;
   std::shared_ptr<const ImageView> view;
+  std::atomic<uint64_t> live_gen_{1};  // view->live_gen
   SealedList sealed;                    // guarded by view_mu
   std::atomic<size_t> sealed_count{0};  // sealed.size(), for a lock-free "none"
 };
@@ -262,7 +279,7 @@ class StoreImpl final : public Store {
   // the image's live cache; in-place overwrites of indexed versions are
   // added to `marked` (and the dirty log).
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                    const char* data, uint32_t len, std::vector<std::string>* marked);
+                    const char* data, uint32_t len, std::vector<ImageState::DirtyKey>* marked);
   // Writes the image's pending live records to the index (not synced).
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);
