@@ -237,12 +237,15 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
     uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(block_size_ - in, len - done));
     uint64_t want = MaskRange(in / kSubBlockSize, (in + n - 1) / kSubBlockSize);
     uint64_t stored = 0;
+    // A whole block is read straight into the caller's buffer; a part of
+    // one goes through the scratch block (ReadBlock fills whole pieces).
+    const bool whole = in == 0 && n == block_size_;
     {
       std::unique_lock<std::mutex> stripe;
       if (live) stripe = std::unique_lock(img.StripeFor(block));
-      SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, want, scratch, &stored, live));
+      SNAPDISK_RETURN_IF_ERROR(ReadBlock(img, gen, block, want, whole ? buf + done : scratch, &stored, live));
     }
-    std::memcpy(buf + done, scratch + in, n);
+    if (!whole) std::memcpy(buf + done, scratch + in, n);
     done += n;
   }
   return Status::OK();
@@ -670,8 +673,14 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   const uint64_t seq = write_seq_.load();
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
   // Data first, then the index: a synced record never names unsynced data.
-  // When the data only needed writing back (pure overwrites), the index
-  // log's sync below is what flushes the device cache for both.
+  // The data's pages start on their way to the device while the pending
+  // records go into the index log (written, not synced), and the data is
+  // durable, or written back, before the log is synced. Records of this
+  // sync name data written before they were pending, so it is in that
+  // writeback. When the data only needed writing back (pure overwrites),
+  // the index log's sync below is what flushes the device cache for both.
+  data_.StartWriteback();
+  for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
   bool data_flushed = true;
   Status st = data_.SyncBeforeIndex(&data_flushed);
   if (!st.ok()) {
@@ -680,7 +689,6 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     failed_sync_ = true;
     return st;
   }
-  for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
   if (!data_flushed) {
     // RocksDB skips the log's fdatasync when nothing was appended since the
     // last one, and then no flush would reach the device: append something.

@@ -38,6 +38,7 @@ class PosixDataFileIo final : public DataFileIo {
     return ::sync_file_range(fd, 0, 0,
                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
   }
+  int StartWriteback(int fd) override { return ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
 };
 
 // File systems on which an overwrite of an allocated block is written in
@@ -162,6 +163,8 @@ Status DataFile::SyncBeforeIndex(bool* flushed) {
   *flushed = false;
   return Status::OK();
 }
+
+void DataFile::StartWriteback() { (void)io_->StartWriteback(fd_); }
 
 uint64_t DataFile::AllocatedBytes() const {
   struct stat st {};

@@ -42,6 +42,10 @@ class DataFileIo {
   // sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER) over the whole file:
   // the dirty pages reach the device, with no metadata and no cache flush.
   virtual int Writeback(int fd) = 0;
+  // sync_file_range(WRITE): starts writing the dirty pages back and returns
+  // without waiting. A hint (a later Writeback or Fdatasync waits and
+  // reports errors), so doing nothing is a valid implementation.
+  virtual int StartWriteback(int fd) { return 0; }
 
   // The real system calls; a process-wide object that is never destroyed.
   static DataFileIo* Posix();
@@ -76,6 +80,10 @@ class DataFile {
   // cache flush that makes both durable, one flush instead of two.
   // Otherwise it is Sync() and sets *flushed to true.
   Status SyncBeforeIndex(bool* flushed);
+  // Starts the dirty pages on their way to the device, so that a sync
+  // (SyncBeforeIndex) that follows waits for I/O already under way while
+  // its caller writes the index. Errors are left to that sync.
+  void StartWriteback();
   uint64_t AllocatedBytes() const;  // st_blocks * 512
   const std::string& path() const { return path_; }
 
