@@ -604,24 +604,28 @@ Status StoreImpl::FlushPending(ImageState& img) {
   rocksdb::WriteBatch batch;
   AddInKeyOrder(img.id, &puts, index_.versions, &batch);
   Status st = Commit(&batch, false, "write block index");
-  for (const Taken& t : taken) {
-    std::lock_guard l(img.stripes[t.stripe]);
-    ImageState::LiveCache& cache = img.live_cache[t.stripe];
-    if (cache.gen != t.gen) continue;  // the generation ended meanwhile: a sealed batch has it
-    auto it = cache.records.find(t.block);
-    if (it == cache.records.end() || it->second.pending == 0) continue;
-    if (st.ok() && it->second.pending == t.ticket) {
-      it->second.pending = 0;
-      it->second.indexed = true;
-      --cache.pending_entries;
-      img.pending_records.fetch_sub(1);
-    } else {
-      cache.pending_blocks.push_back(t.block);  // still newer than the index
+  // `taken` is in stripe order: one lock per stripe for its entries, which
+  // also clears the stripe's in-flight list (fewer lock round trips that a
+  // snapshot sealing the caches would wait behind).
+  for (size_t i = 0; i < taken.size();) {
+    const size_t stripe = taken[i].stripe;
+    std::lock_guard l(img.stripes[stripe]);
+    ImageState::LiveCache& cache = img.live_cache[stripe];
+    for (; i < taken.size() && taken[i].stripe == stripe; ++i) {
+      const Taken& t = taken[i];
+      if (cache.gen != t.gen) continue;  // the generation ended meanwhile: a sealed batch has it
+      auto it = cache.records.find(t.block);
+      if (it == cache.records.end() || it->second.pending == 0) continue;
+      if (st.ok() && it->second.pending == t.ticket) {
+        it->second.pending = 0;
+        it->second.indexed = true;
+        --cache.pending_entries;
+        img.pending_records.fetch_sub(1);
+      } else {
+        cache.pending_blocks.push_back(t.block);  // still newer than the index
+      }
     }
-  }
-  for (size_t s = 0; s < ImageState::kStripes; ++s) {
-    std::lock_guard l(img.stripes[s]);
-    img.live_cache[s].inflight_blocks.clear();
+    cache.inflight_blocks.clear();
   }
   return st;
 }
