@@ -327,11 +327,12 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   if (entry.indexed && in_place) {
     const ImageState::DirtyKey key{block, live_gen};
     std::lock_guard l(img.dirty_mu);
-    auto [it, inserted] = img.dirty.try_emplace(key, kInProgress);
+    ImageState::DirtyShard& shard = img.DirtyFor(block);
+    auto [it, inserted] = shard.try_emplace(key, kInProgress);
     if (inserted) {
       Status s = dirty_log_.Append(keys::Version(img.id, block, live_gen));
       if (!s.ok()) {
-        img.dirty.erase(it);
+        shard.erase(it);
         return s;
       }
     } else {
@@ -451,7 +452,7 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
       // starts after this point makes them durable.
       std::lock_guard l(img.dirty_mu);
       uint64_t seq = ++write_seq_;
-      for (const ImageState::DirtyKey& k : marked) img.dirty[k] = seq;
+      for (const ImageState::DirtyKey& k : marked) img.DirtyFor(k.block)[k] = seq;
     }
     done = end - offset;
   }
@@ -712,12 +713,14 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   for (ImageState* img : images) {
     std::vector<std::string> done;
     std::lock_guard l(img->dirty_mu);
-    for (auto it = img->dirty.begin(); it != img->dirty.end();) {
-      if (it->second <= seq) {
-        done.push_back(keys::Version(img->id, it->first.block, it->first.gen));
-        it = img->dirty.erase(it);
-      } else {
-        ++it;
+    for (ImageState::DirtyShard& shard : img->dirty) {
+      for (auto it = shard.begin(); it != shard.end();) {
+        if (it->second <= seq) {
+          done.push_back(keys::Version(img->id, it->first.block, it->first.gen));
+          it = shard.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
     // Under dirty_mu: a writer re-dirtying one of these keys must find it

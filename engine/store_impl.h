@@ -162,8 +162,13 @@ struct ImageState {
       return std::hash<uint64_t>()(k.block * 0x9E3779B97F4A7C15ull ^ k.gen);
     }
   };
+  // Sharded by block stripe, all under dirty_mu: the set only shrinks at a
+  // sync, so under a long write load it grows large, and one table's rehash
+  // would stall the writer that triggers it for milliseconds.
+  using DirtyShard = std::unordered_map<DirtyKey, uint64_t, DirtyKeyHash>;
   std::mutex dirty_mu;
-  std::unordered_map<DirtyKey, uint64_t, DirtyKeyHash> dirty;
+  std::array<DirtyShard, kStripes> dirty;
+  DirtyShard& DirtyFor(uint64_t block) { return dirty[block % kStripes]; }
 
   // Guarded by StoreImpl::meta_mu_.
   int open_handles = 0;
