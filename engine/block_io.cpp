@@ -111,8 +111,32 @@ Status StoreImpl::VerifyPieces(const VersionRecord& rec, uint64_t mask, const ch
   return Status::OK();
 }
 
+void StoreImpl::PrefetchPieces(const VersionRecord& rec, uint64_t mask) {
+  for (uint32_t i = 0; i < pieces_;) {
+    if (!(mask >> i & 1)) { ++i; continue; }
+    uint32_t j = i;
+    while (j + 1 < pieces_ && (mask >> (j + 1) & 1)) ++j;
+    data_.Prefetch(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize);
+    i = j + 1;
+  }
+}
+
+void StoreImpl::PrefetchRange(ImageState& img, uint64_t gen, bool live, uint64_t offset, uint64_t end) {
+  for (uint64_t block = offset / block_size_; block * block_size_ < end; ++block) {
+    const uint64_t start = std::max(offset, block * block_size_) - block * block_size_;
+    const uint64_t stop = std::min(end, (block + 1) * block_size_) - block * block_size_;
+    const uint64_t want = MaskRange(static_cast<uint32_t>(start / kSubBlockSize),
+                                    static_cast<uint32_t>((stop - 1) / kSubBlockSize));
+    uint64_t stored = 0;
+    std::unique_lock<std::mutex> stripe;
+    if (live) stripe = std::unique_lock(img.StripeFor(block));
+    // A failure here is the read's to report.
+    if (!ReadBlock(img, gen, block, want, nullptr, &stored, live, true).ok()) return;
+  }
+}
+
 Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
-                            uint64_t* stored, bool live_stripe_held) {
+                            uint64_t* stored, bool live_stripe_held, bool prefetch) {
   *stored = 0;
   ImageState* cur = &img;
   std::shared_ptr<ImageState> hold;  // keeps a base image's state alive while we read it
@@ -132,6 +156,7 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
       const uint64_t m = rec.present & want;
       const uint64_t dm = m & rec.data;
       if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, img.id, block));
+      if (dm && prefetch) PrefetchPieces(rec, dm);
       if (buf)
         for (uint32_t p = 0; p < pieces_; ++p)
           if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
@@ -162,6 +187,7 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
       if (!m) return Status::OK();
       uint64_t dm = m & rec.data;
       if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, cur->id, block));
+      if (dm && prefetch) PrefetchPieces(rec, dm);
       if (buf)
         for (uint32_t p = 0; p < pieces_; ++p)
           if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
@@ -222,12 +248,20 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
 }
 
 Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
-                            size_t len, char* buf) {
+                            size_t len, char* buf, uint64_t prefetch_from, uint64_t prefetch_to) {
   if (offset >= size) return Status::OK();
   len = static_cast<size_t>(std::min<uint64_t>(len, size - offset));
   std::shared_lock<WriterPreferringMutex> io;
   if (live) io = std::shared_lock(img.io_mu);
   if (live) gen = img.LiveGen();
+  // The blocks below are read one after another, and each version's
+  // pieces by one pread per run. An image with many snapshots holds its
+  // blocks' pieces in scattered slots, and those small reads would reach
+  // the device one at a time: hand the device all of them first (a request
+  // of several blocks), and in a sequential stream the next request's too,
+  // which it then reads while this one is replied to.
+  prefetch_to = std::min(prefetch_to, size);
+  if (prefetch_to > prefetch_from) PrefetchRange(img, gen, live, prefetch_from, prefetch_to);
   char* scratch = ScratchBlock(block_size_);
   size_t done = 0;
   while (done < len) {

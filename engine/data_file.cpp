@@ -39,6 +39,7 @@ class PosixDataFileIo final : public DataFileIo {
                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
   }
   int StartWriteback(int fd) override { return ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
+  int Prefetch(int fd, off_t pos, off_t len) override { return ::posix_fadvise(fd, pos, len, POSIX_FADV_WILLNEED); }
 };
 
 // File systems on which an overwrite of an allocated block is written in
@@ -165,6 +166,10 @@ Status DataFile::SyncBeforeIndex(bool* flushed) {
 }
 
 void DataFile::StartWriteback() { (void)io_->StartWriteback(fd_); }
+
+void DataFile::Prefetch(uint64_t slot, uint32_t offset, uint32_t len) const {
+  (void)io_->Prefetch(fd_, static_cast<off_t>(slot * block_size_ + offset), static_cast<off_t>(len));
+}
 
 uint64_t DataFile::AllocatedBytes() const {
   struct stat st {};

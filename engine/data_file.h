@@ -46,6 +46,9 @@ class DataFileIo {
   // without waiting. A hint (a later Writeback or Fdatasync waits and
   // reports errors), so doing nothing is a valid implementation.
   virtual int StartWriteback(int fd) { return 0; }
+  // posix_fadvise(WILLNEED): starts reading the range into the page cache
+  // and returns without waiting. A hint, like StartWriteback.
+  virtual int Prefetch(int fd, off_t pos, off_t len) { return 0; }
 
   // The real system calls; a process-wide object that is never destroyed.
   static DataFileIo* Posix();
@@ -68,6 +71,11 @@ class DataFile {
   // (a new slot, or a piece never written or punched), so the file's
   // metadata changes and only an fdatasync makes them durable.
   Status Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len, bool fills_hole = true);
+  // Starts reading [offset, offset+len) of `slot` into the page cache
+  // (no wait, no error: the Read that follows does the real work). Lets the
+  // scattered pieces of one request reach the device together instead of
+  // one after another.
+  void Prefetch(uint64_t slot, uint32_t offset, uint32_t len) const;
   // Deallocates the bytes (they read back as zeros) without changing the size.
   Status Punch(uint64_t slot, uint32_t offset, uint32_t len);
   // fdatasync: every completed write is durable.

@@ -1,4 +1,7 @@
 // ImageHandle: an open live image or frozen snapshot view (see image.h).
+#include <algorithm>
+#include <atomic>
+
 #include <fmt/format.h>
 
 #include "store_impl.h"
@@ -20,7 +23,19 @@ class ImageHandleImpl final : public ImageHandle {
     uint64_t size = Size();
     *bytes_read = offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(len, size - offset));
     if (*bytes_read == 0) return Status::OK();
-    return store_->ReadRange(*img_, gen_, snap_ == kLive, size, offset, *bytes_read, buf);
+    // What to prefetch (StoreImpl::ReadRange): a read of several blocks,
+    // and in a sequential stream (a read that starts where the previous
+    // one ended) as much again beyond it, less what an earlier read of the
+    // stream prefetched already. Relaxed: a race only changes a hint.
+    const uint64_t end = offset + *bytes_read;
+    const bool sequential = next_sequential_.exchange(end, std::memory_order_relaxed) == offset;
+    uint64_t from = offset, to = *bytes_read > kSubBlockSize ? end : offset;
+    if (sequential && *bytes_read > kSubBlockSize) {
+      from = std::max(offset, prefetched_until_.load(std::memory_order_relaxed));
+      to = end + *bytes_read;
+    }
+    if (to > from) prefetched_until_.store(to, std::memory_order_relaxed);
+    return store_->ReadRange(*img_, gen_, snap_ == kLive, size, offset, *bytes_read, buf, from, to);
   }
 
   Status Write(uint64_t offset, const char* data, size_t len) override {
@@ -52,6 +67,9 @@ class ImageHandleImpl final : public ImageHandle {
   bool read_only() const override { return !writable_; }
 
  private:
+  std::atomic<uint64_t> next_sequential_{~uint64_t{0}};  // where the last read ended
+  std::atomic<uint64_t> prefetched_until_{0};            // end of the last prefetched range
+
   Status CheckWritable() const {
     if (snap_ != kLive) return Status::ReadOnly("a snapshot's frozen view is read-only");
     if (!writable_) return Status::ReadOnly("image handle was opened read-only");

@@ -253,8 +253,10 @@ class StoreImpl final : public Store {
   // ---- used by ImageHandleImpl (block_io.cpp, image_handle.cpp) ----------
   uint32_t block_size() const { return block_size_; }
   uint32_t pieces() const { return pieces_; }
+  // Reads [offset, offset+len) of (img, gen) into buf, after starting the
+  // pieces of [prefetch_from, prefetch_to) on their way into the page cache.
   Status ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
-                   size_t len, char* buf);
+                   size_t len, char* buf, uint64_t prefetch_from = 0, uint64_t prefetch_to = 0);
   Status WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len,
                     bool zeros);
   Status SyncImage(ImageState& img);
@@ -277,8 +279,14 @@ class StoreImpl final : public Store {
   // *stored gets the pieces whose bytes came from stored data.
   // `live_stripe_held`: gen is the live generation and the caller holds the
   // block's stripe, so the live record cache may answer.
+  // `prefetch` (with buf == nullptr): resolve the versions as a read would
+  // and start reading their pieces into the page cache (DataFile::Prefetch).
   Status ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint64_t want, char* buf,
-                   uint64_t* stored, bool live_stripe_held = false);
+                   uint64_t* stored, bool live_stripe_held = false, bool prefetch = false);
+  // Prefetches the pieces of [offset, end) of (img, gen); caller holds
+  // io_mu shared if `live`.
+  void PrefetchRange(ImageState& img, uint64_t gen, bool live, uint64_t offset, uint64_t end);
+  void PrefetchPieces(const VersionRecord& rec, uint64_t mask);
   // Writes [off, off+len) of `block` of the live image; caller holds io_mu
   // shared and the block's stripe. The new version record stays pending in
   // the image's live cache; in-place overwrites of indexed versions are
