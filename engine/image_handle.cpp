@@ -10,6 +10,11 @@ namespace snapdisk::engine {
 
 namespace {
 
+// How many requests' worth a sequential stream is prefetched ahead: the
+// scattered pieces of an image with many snapshots are small reads, and the
+// device serves more of them at once the more it is handed.
+constexpr uint64_t kReadAheadRequests = 4;
+
 class ImageHandleImpl final : public ImageHandle {
  public:
   ImageHandleImpl(StoreImpl* store, std::shared_ptr<ImageState> img, SnapshotId snap, uint64_t gen,
@@ -25,14 +30,16 @@ class ImageHandleImpl final : public ImageHandle {
     if (*bytes_read == 0) return Status::OK();
     // What to prefetch (StoreImpl::ReadRange): a read of several blocks,
     // and in a sequential stream (a read that starts where the previous
-    // one ended) as much again beyond it, less what an earlier read of the
-    // stream prefetched already. Relaxed: a race only changes a hint.
+    // one ended) kReadAheadRequests times as much beyond it, less what an
+    // earlier read of the stream prefetched already (so each read resolves
+    // about its own length of new range). Relaxed: a race only changes a
+    // hint.
     const uint64_t end = offset + *bytes_read;
     const bool sequential = next_sequential_.exchange(end, std::memory_order_relaxed) == offset;
     uint64_t from = offset, to = *bytes_read > kSubBlockSize ? end : offset;
     if (sequential && *bytes_read > kSubBlockSize) {
       from = std::max(offset, prefetched_until_.load(std::memory_order_relaxed));
-      to = end + *bytes_read;
+      to = end + kReadAheadRequests * *bytes_read;
     }
     if (to > from) prefetched_until_.store(to, std::memory_order_relaxed);
     return store_->ReadRange(*img_, gen_, snap_ == kLive, size, offset, *bytes_read, buf, from, to);
