@@ -561,7 +561,6 @@ Status StoreImpl::SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<c
   }
   img.pending_records.fetch_sub(moved_pending);
   img.AddSealed(batch);
-  QueueFlush(img);
   *out = std::move(batch);
   return Status::OK();
 }

@@ -101,6 +101,10 @@ Status StoreImpl::CreateGroupSnapshot(const std::vector<NodeId>& images, std::st
     for (size_t i = 0; i < states.size(); ++i) UnsealLiveCache(*states[i], batches[i]);
     return made_ok;
   }
+  // Only now the flusher: had it started on the sealed batch at once, its
+  // index write would have been ahead of this snapshot's commit.
+  for (size_t i = 0; i < states.size(); ++i)
+    if (batches[i]) QueueFlush(*states[i]);
   // Report in the caller's order.
   std::vector<SnapshotInfo> made = std::move(*infos);
   infos->clear();

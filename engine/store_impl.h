@@ -298,8 +298,9 @@ class StoreImpl final : public Store {
   Status FlushPending(ImageState& img);
   Status FlushAllPending();
   // Ends the live generation's caching for a snapshot: moves the live
-  // caches into a sealed batch of generation `gen` and asks the flusher to
-  // index it. Caller holds io_mu exclusively (no write is in flight).
+  // caches into a sealed batch of generation `gen` (the caller then asks the
+  // flusher to index it, QueueFlush). Caller holds io_mu exclusively (no
+  // write is in flight).
   // *batch gets the batch (nullptr if nothing was pending). On failure (the
   // seal log could not be written) nothing changed.
   Status SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<const ImageState::SealedBatch>* batch);
