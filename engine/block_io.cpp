@@ -36,6 +36,21 @@ uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusi
   return hi & ~((uint64_t{1} << first) - 1);
 }
 
+// Calls fn(p, q) -> Status for each maximal run p..q of set bits of `mask`
+// within first..last, in ascending order; stops at the first failure. One
+// system call per run of pieces (read, prefetch, write, punch).
+template <typename Fn>
+Status ForEachRun(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
+  for (uint32_t p = first; p <= last;) {
+    if (!(mask >> p & 1)) { ++p; continue; }
+    uint32_t q = p;
+    while (q + 1 <= last && (mask >> (q + 1) & 1)) ++q;
+    SNAPDISK_RETURN_IF_ERROR(fn(p, q));
+    p = q + 1;
+  }
+  return Status::OK();
+}
+
 char* ScratchBlock(uint32_t block_size) {
   thread_local std::vector<char> buf;
   if (buf.size() < block_size) buf.resize(block_size);
@@ -85,15 +100,9 @@ Status StoreImpl::ReadVersion(const std::string& key, VersionRecord* rec, bool* 
 Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                              uint64_t block) {
   const bool small = std::popcount(mask) <= kSmallReadPieces;
-  uint32_t i = 0;
-  while (i < pieces_) {
-    if (!(mask >> i & 1)) { ++i; continue; }
-    uint32_t j = i;
-    while (j + 1 < pieces_ && (mask >> (j + 1) & 1)) ++j;
-    char* dst = buf + size_t{i} * kSubBlockSize;
-    SNAPDISK_RETURN_IF_ERROR(data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, dst, small));
-    i = j + 1;
-  }
+  SNAPDISK_RETURN_IF_ERROR(ForEachRun(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
+    return data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, buf + size_t{i} * kSubBlockSize, small);
+  }));
   return VerifyPieces(rec, mask, buf, image, block);
 }
 
@@ -112,13 +121,10 @@ Status StoreImpl::VerifyPieces(const VersionRecord& rec, uint64_t mask, const ch
 }
 
 void StoreImpl::PrefetchPieces(const VersionRecord& rec, uint64_t mask) {
-  for (uint32_t i = 0; i < pieces_;) {
-    if (!(mask >> i & 1)) { ++i; continue; }
-    uint32_t j = i;
-    while (j + 1 < pieces_ && (mask >> (j + 1) & 1)) ++j;
+  (void)ForEachRun(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
     data_.Prefetch(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize);
-    i = j + 1;
-  }
+    return Status::OK();
+  });
 }
 
 void StoreImpl::PrefetchRange(ImageState& img, uint64_t gen, bool live, uint64_t offset, uint64_t end) {
@@ -420,29 +426,21 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
 Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
                               const char* pieces) {
   const uint64_t touched = MaskRange(first, last);
-  uint32_t p = first;
-  while (p <= last) {
-    if (!(nonzero >> p & 1)) { ++p; continue; }
-    uint32_t q = p;
-    while (q + 1 <= last && (nonzero >> (q + 1) & 1)) ++q;
+  SNAPDISK_RETURN_IF_ERROR(ForEachRun(nonzero, first, last, [&](uint32_t p, uint32_t q) {
     // Pieces this version has no data in are holes of the file (a new slot,
     // or never written, or punched): writing them allocates blocks.
     const bool fills_hole = (MaskRange(p, q) & ~rec.data) != 0;
     SNAPDISK_RETURN_IF_ERROR(data_.Write(rec.slot, p * kSubBlockSize, pieces + size_t{p - first} * kSubBlockSize,
                                          (q - p + 1) * kSubBlockSize, fills_hole));
     for (uint32_t r = p; r <= q; ++r) rec.crc[r] = PieceChecksum(pieces + size_t{r - first} * kSubBlockSize);
-    p = q + 1;
-  }
+    return Status::OK();
+  }));
   const uint64_t punched = touched & ~nonzero & rec.data;
-  for (uint32_t r = first; r <= last;) {  // one fallocate per run of punched pieces
-    if (!(punched >> r & 1)) { ++r; continue; }
-    uint32_t q = r;
-    while (q + 1 <= last && (punched >> (q + 1) & 1)) ++q;
+  return ForEachRun(punched, first, last, [&](uint32_t r, uint32_t q) {
     SNAPDISK_RETURN_IF_ERROR(data_.Punch(rec.slot, r * kSubBlockSize, (q - r + 1) * kSubBlockSize));
     for (uint32_t z = r; z <= q; ++z) rec.crc[z] = 0;
-    r = q + 1;
-  }
-  return Status::OK();
+    return Status::OK();
+  });
 }
 
 Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len, bool zeros) {
