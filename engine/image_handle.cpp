@@ -36,7 +36,9 @@ class ImageHandleImpl final : public ImageHandle {
     // hint.
     const uint64_t end = offset + *bytes_read;
     const bool sequential = next_sequential_.exchange(end, std::memory_order_relaxed) == offset;
-    uint64_t from = offset, to = *bytes_read > kSubBlockSize ? end : offset;
+    const uint64_t bs = store_->block_size();
+    const bool several_blocks = offset / bs != (end - 1) / bs;
+    uint64_t from = offset, to = several_blocks ? end : offset;
     if (sequential && *bytes_read > kSubBlockSize) {
       from = std::max(offset, prefetched_until_.load(std::memory_order_relaxed));
       to = end + kReadAheadRequests * *bytes_read;
