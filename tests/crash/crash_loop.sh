@@ -52,6 +52,18 @@ RANDOM=$SEED   # the kill delays come from bash's generator, seeded here
 
 now_ns() { date +%s%N; }
 
+# wait_until SECONDS MESSAGE CMD...: polls CMD every 20 ms until it succeeds;
+# fails the run with MESSAGE if it has not after SECONDS.
+wait_until() {
+  local seconds=$1 message=$2; shift 2
+  local deadline=$(( $(now_ns) + seconds * 1000000000 ))
+  until "$@"; do
+    (( $(now_ns) < deadline )) || fail "$message"
+    sleep 0.02   # polling interval
+  done
+}
+gone() { ! kill -0 "$1" 2>/dev/null; }
+
 cleanup() {
   if [[ -n $WPID ]] && kill -0 "$WPID" 2>/dev/null; then kill -KILL "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi
   if mountpoint -q "$MNT"; then fusermount3 -u -z "$MNT" 2>/dev/null; fi
@@ -78,16 +90,18 @@ mount_store() {
   echo "=== cycle $CYCLE: mount ===" >>"$DLOG"
   "$SNAPDISK" mount "$STORE" "$MNT" -f >>"$DLOG" 2>&1 &
   DAEMON=$!
-  local deadline=$(( $(now_ns) + 10000000000 ))
-  until mountpoint -q "$MNT"; do
-    if ! kill -0 "$DAEMON" 2>/dev/null; then
-      wait "$DAEMON"; local rc=$?; DAEMON=
-      fail "snapdisk exited ($rc) before $MNT was mounted"
-    fi
-    (( $(now_ns) < deadline )) || fail "$MNT was not mounted within 10 s"
-    sleep 0.02   # polling interval
-  done
+  wait_until 10 "$MNT was not mounted within 10 s" mounted
 }
+mounted() {  # true once MNT is mounted; fails the run if the daemon died first
+  mountpoint -q "$MNT" && return 0
+  if gone "$DAEMON"; then
+    wait "$DAEMON"; local rc=$?; DAEMON=
+    fail "snapdisk exited ($rc) before $MNT was mounted"
+  fi
+  return 1
+}
+# The workload has said its set-up is done, or has exited early.
+workload_running() { grep -q "^workload cycle $CYCLE: running" "$WLOG" || gone "$WPID"; }
 
 verify() {  # verify LAST_RUN_CYCLE
   local out
@@ -122,22 +136,14 @@ for (( CYCLE = 1; CYCLE <= CYCLES; ++CYCLE )); do
   WPID=$!
   # The kill delay counts from the workload's set-up being done (reading the
   # journal grows slower every cycle), or from its early exit.
-  deadline=$(( $(now_ns) + 60000000000 ))
-  until grep -q "^workload cycle $CYCLE: running" "$WLOG" || ! kill -0 "$WPID" 2>/dev/null; do
-    (( $(now_ns) < deadline )) || fail "the workload did not start within 60 s"
-    sleep 0.02   # polling interval
-  done
+  wait_until 60 "the workload did not start within 60 s" workload_running
   DELAY_MS=$(( 200 + RANDOM % 1801 ))
   sleep "$(printf '%d.%03d' $(( DELAY_MS / 1000 )) $(( DELAY_MS % 1000 )))"   # the random kill delay
   kill -KILL "$DAEMON"
   wait "$DAEMON" 2>/dev/null
   DAEMON=
   fusermount3 -u -z "$MNT" || fail "fusermount3 -u -z $MNT"
-  deadline=$(( $(now_ns) + 30000000000 ))
-  while kill -0 "$WPID" 2>/dev/null; do
-    (( $(now_ns) < deadline )) || fail "the workload did not stop within 30 s of the daemon's death"
-    sleep 0.02   # polling interval
-  done
+  wait_until 30 "the workload did not stop within 30 s of the daemon's death" gone "$WPID"
   wait "$WPID"; WRC=$?; WPID=
   (( WRC == 0 )) || fail "workload exited with status $WRC (3: an operation failed while the mount was alive)"
   echo "cycle $CYCLE: killed after ${DELAY_MS} ms; $(tail -n 1 "$WLOG" | sed 's/^workload cycle [0-9]*: //')"
@@ -150,11 +156,7 @@ CYCLE=$(( CYCLES + 1 ))
 mount_store
 verify "$CYCLES"
 fusermount3 -u "$MNT" || fail "fusermount3 -u $MNT (clean unmount)"
-deadline=$(( $(now_ns) + 30000000000 ))
-while kill -0 "$DAEMON" 2>/dev/null; do
-  (( $(now_ns) < deadline )) || fail "snapdisk did not exit within 30 s of the clean unmount"
-  sleep 0.02
-done
+wait_until 30 "snapdisk did not exit within 30 s of the clean unmount" gone "$DAEMON"
 wait "$DAEMON"; RC=$?; DAEMON=
 (( RC == 0 )) || fail "snapdisk exited with status $RC after the clean unmount"
 check_store
