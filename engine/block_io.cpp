@@ -26,9 +26,15 @@ constexpr uint64_t kMaxChunkBlocks = 16;  // blocks locked together (1 MiB at 64
 constexpr uint64_t kFlushSoonRecords = 128;
 // Reads of at most this many pieces of a version are "small": scattered
 // reads, served without kernel readahead (DataFile::Read random_access).
-// Reading the version's whole span instead was tried: no gain measurable
-// above this machine's noise, and more bytes per disk read.
 constexpr int kSmallReadPieces = 4;
+// A version's runs of pieces separated by at most this many pieces in all
+// are read (and prefetched) as one span, and the gap's bytes thrown away.
+// After a snapshot, a 4 KiB write into an older block leaves that block's
+// older version in two runs around it: one disk request instead of two.
+// A cold seq read of 1 GiB after 10,000 such writes made 25.6k disk
+// requests instead of 31k (/proc/diskstats); its speed did not change
+// measurably.
+constexpr uint32_t kMaxSpanGapPieces = 4;
 constexpr uint64_t kMaxPendingRecords = 16384;
 
 uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
@@ -49,6 +55,28 @@ Status ForEachRun(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
     p = q + 1;
   }
   return Status::OK();
+}
+
+// Like ForEachRun, but consecutive runs join one span p..q while the span's
+// unset bits number at most kMaxSpanGapPieces.
+template <typename Fn>
+Status ForEachSpan(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
+  bool open = false;
+  uint32_t span_p = 0, span_q = 0, gaps = 0;
+  SNAPDISK_RETURN_IF_ERROR(ForEachRun(mask, first, last, [&](uint32_t p, uint32_t q) -> Status {
+    if (open && gaps + (p - span_q - 1) <= kMaxSpanGapPieces) {
+      gaps += p - span_q - 1;
+      span_q = q;
+      return Status::OK();
+    }
+    if (open) SNAPDISK_RETURN_IF_ERROR(fn(span_p, span_q));
+    open = true;
+    span_p = p;
+    span_q = q;
+    gaps = 0;
+    return Status::OK();
+  }));
+  return open ? fn(span_p, span_q) : Status::OK();
 }
 
 char* ScratchBlock(uint32_t block_size) {
@@ -100,8 +128,19 @@ Status StoreImpl::ReadVersion(const std::string& key, VersionRecord* rec, bool* 
 Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                              uint64_t block) {
   const bool small = std::popcount(mask) <= kSmallReadPieces;
-  SNAPDISK_RETURN_IF_ERROR(ForEachRun(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
-    return data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, buf + size_t{i} * kSubBlockSize, small);
+  SNAPDISK_RETURN_IF_ERROR(ForEachSpan(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
+    // The span's gap pieces are not this version's: a newer version may
+    // have filled them already. They are kept aside and put back.
+    thread_local std::array<char, kMaxSpanGapPieces * kSubBlockSize> kept;
+    auto gap_pieces = [&](auto&& move) {
+      size_t n = 0;
+      for (uint32_t p = i; p <= j; ++p)
+        if (!(mask >> p & 1)) move(buf + size_t{p} * kSubBlockSize, kept.data() + n++ * kSubBlockSize);
+    };
+    gap_pieces([](char* piece, char* keep) { std::memcpy(keep, piece, kSubBlockSize); });
+    Status s = data_.Read(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize, buf + size_t{i} * kSubBlockSize, small);
+    gap_pieces([](char* piece, char* keep) { std::memcpy(piece, keep, kSubBlockSize); });
+    return s;
   }));
   return VerifyPieces(rec, mask, buf, image, block);
 }
@@ -121,7 +160,7 @@ Status StoreImpl::VerifyPieces(const VersionRecord& rec, uint64_t mask, const ch
 }
 
 void StoreImpl::PrefetchPieces(const VersionRecord& rec, uint64_t mask) {
-  (void)ForEachRun(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
+  (void)ForEachSpan(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
     data_.Prefetch(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize);
     return Status::OK();
   });
@@ -253,6 +292,15 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
   return Status::OK();
 }
 
+void StoreImpl::Prefetch(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t from, uint64_t to) {
+  to = std::min(to, size);
+  if (to <= from) return;
+  std::shared_lock<WriterPreferringMutex> io;
+  if (live) io = std::shared_lock(img.io_mu);
+  if (live) gen = img.LiveGen();
+  PrefetchRange(img, gen, live, from, to);
+}
+
 Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
                             size_t len, char* buf, uint64_t prefetch_from, uint64_t prefetch_to) {
   if (offset >= size) return Status::OK();
@@ -261,11 +309,9 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
   if (live) io = std::shared_lock(img.io_mu);
   if (live) gen = img.LiveGen();
   // The blocks below are read one after another, and each version's
-  // pieces by one pread per run. An image with many snapshots holds its
+  // pieces by one pread per span. An image with many snapshots holds its
   // blocks' pieces in scattered slots, and those small reads would reach
-  // the device one at a time: hand the device all of them first (a request
-  // of several blocks), and in a sequential stream the next request's too,
-  // which it then reads while this one is replied to.
+  // the device one at a time: hand the device all of them first.
   prefetch_to = std::min(prefetch_to, size);
   if (prefetch_to > prefetch_from) PrefetchRange(img, gen, live, prefetch_from, prefetch_to);
   char* scratch = ScratchBlock(block_size_);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -187,29 +188,51 @@ void SlotAllocator::MarkUsed(uint64_t slot) {
 
 void SlotAllocator::Finish() {
   std::lock_guard lock(mu_);
-  free_.clear();
-  // Highest first, so that Allocate (which pops from the back) reuses low slots.
-  for (uint64_t s = high_water_; s-- > 0;)
-    if (!used_[s]) free_.push_back(s);
+  free_bits_.assign((high_water_ + 63) / 64, 0);
+  summary_.assign((free_bits_.size() + 63) / 64, 0);
+  first_summary_ = summary_.size();
+  free_count_ = 0;
+  for (uint64_t s = 0; s < high_water_; ++s)
+    if (!used_[s]) SetFree(s);
   used_.clear();
   used_.shrink_to_fit();
+}
+
+void SlotAllocator::SetFree(uint64_t slot) {
+  const uint64_t w = slot / 64;
+  const uint64_t bit = uint64_t{1} << (slot % 64);
+  if (free_bits_[w] & bit) return;  // already free: count it once
+  free_bits_[w] |= bit;
+  summary_[w / 64] |= uint64_t{1} << (w % 64);
+  first_summary_ = std::min(first_summary_, w / 64);
+  ++free_count_;
 }
 
 uint64_t SlotAllocator::Allocate() {
   std::lock_guard lock(mu_);
   ++in_use_;
-  if (!free_.empty()) {
-    uint64_t s = free_.back();
-    free_.pop_back();
+  if (free_count_ == 0) {
+    const uint64_t s = high_water_++;
+    if (free_bits_.size() * 64 < high_water_) {
+      free_bits_.push_back(0);
+      if (summary_.size() * 64 < free_bits_.size()) summary_.push_back(0);
+    }
     return s;
   }
-  return high_water_++;
+  // free_count_ > 0, so some summary word at or past first_summary_ is set.
+  while (summary_[first_summary_] == 0) ++first_summary_;
+  const uint64_t w = first_summary_ * 64 + static_cast<uint64_t>(std::countr_zero(summary_[first_summary_]));
+  const uint64_t s = w * 64 + static_cast<uint64_t>(std::countr_zero(free_bits_[w]));
+  free_bits_[w] &= free_bits_[w] - 1;  // clears the lowest set bit
+  if (free_bits_[w] == 0) summary_[w / 64] &= ~(uint64_t{1} << (w % 64));
+  --free_count_;
+  return s;
 }
 
 void SlotAllocator::Free(uint64_t slot) {
   std::lock_guard lock(mu_);
   --in_use_;
-  free_.push_back(slot);
+  SetFree(slot);
 }
 
 uint64_t SlotAllocator::high_water() const {

@@ -1,6 +1,7 @@
 // ImageHandle: an open live image or frozen snapshot view (see image.h).
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -28,23 +29,37 @@ class ImageHandleImpl final : public ImageHandle {
     uint64_t size = Size();
     *bytes_read = offset >= size ? 0 : static_cast<size_t>(std::min<uint64_t>(len, size - offset));
     if (*bytes_read == 0) return Status::OK();
-    // What to prefetch (StoreImpl::ReadRange): a read of several blocks,
-    // and in a sequential stream (a read that starts where the previous
-    // one ended) kReadAheadRequests times as much beyond it, less what an
-    // earlier read of the stream prefetched already (so each read resolves
-    // about its own length of new range). Relaxed: a race only changes a
-    // hint.
+    // What to prefetch: the read itself when it spans several blocks (its
+    // pieces then reach the device together), less what the stream's read-
+    // ahead has prefetched already. In a sequential stream (a read that
+    // starts where the previous one ended) the next kReadAheadRequests
+    // reads' worth is left to ReadAhead(), which the caller runs after it
+    // has replied. Relaxed and racy between threads: it only changes a hint.
     const uint64_t end = offset + *bytes_read;
     const bool sequential = next_sequential_.exchange(end, std::memory_order_relaxed) == offset;
     const uint64_t bs = store_->block_size();
     const bool several_blocks = offset / bs != (end - 1) / bs;
-    uint64_t from = offset, to = several_blocks ? end : offset;
+    const uint64_t done_until = prefetched_until_.load(std::memory_order_relaxed);
+    const uint64_t from = sequential ? std::max(offset, done_until) : offset;
+    const uint64_t to = several_blocks ? end : offset;
     if (sequential && *bytes_read > kSubBlockSize) {
-      from = std::max(offset, prefetched_until_.load(std::memory_order_relaxed));
-      to = end + kReadAheadRequests * *bytes_read;
+      const uint64_t ahead_to = end + kReadAheadRequests * *bytes_read;
+      std::lock_guard l(ahead_mu_);
+      ahead_from_ = std::max(end, done_until);
+      ahead_to_ = ahead_to;
+      prefetched_until_.store(ahead_to, std::memory_order_relaxed);
     }
-    if (to > from) prefetched_until_.store(to, std::memory_order_relaxed);
     return store_->ReadRange(*img_, gen_, snap_ == kLive, size, offset, *bytes_read, buf, from, to);
+  }
+
+  void ReadAhead() override {
+    uint64_t from = 0, to = 0;
+    {
+      std::lock_guard l(ahead_mu_);
+      std::swap(from, ahead_from_);
+      std::swap(to, ahead_to_);
+    }
+    if (to > from) store_->Prefetch(*img_, gen_, snap_ == kLive, Size(), from, to);
   }
 
   Status Write(uint64_t offset, const char* data, size_t len) override {
@@ -78,6 +93,8 @@ class ImageHandleImpl final : public ImageHandle {
  private:
   std::atomic<uint64_t> next_sequential_{~uint64_t{0}};  // where the last read ended
   std::atomic<uint64_t> prefetched_until_{0};            // end of the last prefetched range
+  std::mutex ahead_mu_;  // guards the pair below: the range ReadAhead() is to prefetch
+  uint64_t ahead_from_ = 0, ahead_to_ = 0;
 
   Status CheckWritable() const {
     if (snap_ != kLive) return Status::ReadOnly("a snapshot's frozen view is read-only");

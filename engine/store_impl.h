@@ -257,6 +257,9 @@ class StoreImpl final : public Store {
   // pieces of [prefetch_from, prefetch_to) on their way into the page cache.
   Status ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t offset,
                    size_t len, char* buf, uint64_t prefetch_from = 0, uint64_t prefetch_to = 0);
+  // Starts the pieces of [from, to) (clipped to `size`) of (img, gen) on
+  // their way into the page cache, without reading them (a hint).
+  void Prefetch(ImageState& img, uint64_t gen, bool live, uint64_t size, uint64_t from, uint64_t to);
   Status WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len,
                     bool zeros);
   Status SyncImage(ImageState& img);

@@ -184,17 +184,22 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   std::vector<char>* buffer = nullptr;
   size_t got = 0;
+  // A reference of our own: after the reply below the file may be released.
+  std::shared_ptr<ImageHandle> handle = FileOf(fi)->image;
   int err = RunOp("read", ino, "", [&] {
     if (off < 0) return Status::InvalidArgument("negative offset");
     buffer = &ReadBuffer();
     if (buffer->size() < size) buffer->resize(size);
-    return HandleOf(fi)->Read(static_cast<uint64_t>(off), size, buffer->data(), &got);
+    return handle->Read(static_cast<uint64_t>(off), size, buffer->data(), &got);
   });
   if (err != 0) {
     fuse_reply_err(req, err);
     return;
   }
   fuse_reply_buf(req, buffer->data(), got);
+  // The reader has its bytes: prefetch what its stream asks for next while
+  // it uses them (after the reply, so that this is not on its path).
+  handle->ReadAhead();
 }
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

@@ -75,7 +75,9 @@ struct FsConfig {
 // fi->fh of an open image file.
 struct OpenFile {
   explicit OpenFile(std::unique_ptr<ImageHandle> handle) : image(std::move(handle)) {}
-  std::unique_ptr<ImageHandle> image;
+  // Shared: a read holds it past its reply (ImageHandle::ReadAhead), when
+  // the kernel may already have sent RELEASE for the file.
+  std::shared_ptr<ImageHandle> image;
   // The second (CLOCK_REALTIME) in which writes through this handle last
   // stamped the image's mtime. The engine updates mtime only when a write
   // grows the image, so the adapter stamps it, at most once a second per

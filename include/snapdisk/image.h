@@ -78,6 +78,13 @@ class ImageHandle {
   // mismatch returns Corruption and never wrong bytes.
   virtual Status Read(uint64_t offset, size_t len, char* buf, size_t* bytes_read) = 0;
 
+  // Starts reading into the page cache what a sequential stream of Reads
+  // on this handle will ask for next (the last Read decided the range), so
+  // that the disk works while the caller is busy with what it got. Call it
+  // after handing the last Read's bytes on (after the FUSE reply); a hint:
+  // it never fails and may do nothing.
+  virtual void ReadAhead() {}
+
   // Writes `len` bytes at `offset`, growing the image if the write ends past
   // its size. All-zero 4 KiB pieces store no data. ReadOnly on a snapshot.
   virtual Status Write(uint64_t offset, const char* data, size_t len) = 0;
