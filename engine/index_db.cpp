@@ -81,7 +81,19 @@ Status IndexDb::Open(const std::string& path, const Options& options, bool creat
     t.block_cache = cache;
     t.cache_index_and_filter_blocks = true;
     t.pin_l0_filter_and_index_blocks_in_cache = true;
-    if (bloom) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+    if (bloom) {
+      t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+      // Filters and indexes in 4 KiB partitions under a pinned top level.
+      // A whole-file filter of a large table (1 MiB and more once an image
+      // of tens of GiB is indexed) does not fit one shard of the block
+      // cache, so it was read from disk and checksummed again on every
+      // seek: a cold seq read of an image whose records sat in such a table
+      // ran at 220 MiB/s with the daemon on 100 % CPU instead of ~900.
+      t.partition_filters = true;
+      t.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+      t.metadata_block_size = 4096;
+      t.pin_top_level_index_and_filter = true;
+    }
     return t;
   };
 
