@@ -10,6 +10,7 @@
 #include <bit>
 #include <chrono>
 #include <limits>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -357,8 +358,20 @@ Status StoreImpl::GcImage(NodeId image) {
     // record that names a slot holding someone else's data.
     SNAPDISK_RETURN_IF_ERROR(Commit(&batch, true, "reclaim block versions"));
     for (uint64_t slot : freed) {
+      // A punch holds the data file's inode lock, which every data write
+      // takes too, and a loop of punches kept it nearly all the time: a
+      // 4 KiB write load fell from ~30k to ~4k writes/s while a deleted
+      // 4 GiB image was reclaimed (perf: the writers' pwrite waiting in
+      // ext4's inode rwsem). While writes arrive (flush_ticket_ counts
+      // them), pausing as long as each punch took leaves the writers half
+      // of the time; with none, reclaim runs at full speed.
+      const uint64_t writes_before = flush_ticket_.load(std::memory_order_relaxed);
+      const auto start = std::chrono::steady_clock::now();
       (void)data_.Punch(slot, 0, block_size_);
       slots_.Free(slot);
+      if (flush_ticket_.load(std::memory_order_relaxed) != writes_before)
+        std::this_thread::sleep_for(std::max<std::chrono::steady_clock::duration>(
+            std::chrono::steady_clock::now() - start, std::chrono::microseconds(20)));
     }
     batch.Clear();
     freed.clear();
