@@ -191,22 +191,28 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
   rocksdb::ReadOptions ro;
   ro.prefix_same_as_start = true;
   uint64_t seek_gen = gen;
+  // Takes from version `rec` (of image `owner`) the wanted pieces it
+  // defines: reads (or prefetches) its data pieces, zeros the rest.
+  auto use = [&](const VersionRecord& rec, NodeId owner) -> Status {
+    const uint64_t m = rec.present & want;
+    if (!m) return Status::OK();
+    const uint64_t dm = m & rec.data;
+    if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, owner, block));
+    if (dm && prefetch) PrefetchPieces(rec, dm);
+    if (buf)
+      for (uint32_t p = 0; p < pieces_; ++p)
+        if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
+    *stored |= dm;
+    want &= ~m;
+    return Status::OK();
+  };
   if (live_stripe_held) {
     // The live cache is the truth for the live generation's key: it holds
     // pending records the index has not seen yet.
     const ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
     auto hit = cache.gen == gen ? cache.records.find(block) : cache.records.end();
     if (hit != cache.records.end()) {
-      const VersionRecord& rec = hit->second.rec;
-      const uint64_t m = rec.present & want;
-      const uint64_t dm = m & rec.data;
-      if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, img.id, block));
-      if (dm && prefetch) PrefetchPieces(rec, dm);
-      if (buf)
-        for (uint32_t p = 0; p < pieces_; ++p)
-          if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
-      *stored = dm;
-      want &= ~m;
+      SNAPDISK_RETURN_IF_ERROR(use(hit->second.rec, img.id));
       if (!want) return Status::OK();
       seek_gen = gen - 1;  // older versions come from the index
     }
@@ -227,19 +233,7 @@ Status StoreImpl::ReadBlock(ImageState& img, uint64_t gen, uint64_t block, uint6
     }
     std::sort(from_sealed.begin(), from_sealed.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     size_t next_sealed = 0;
-    auto apply = [&](const VersionRecord& rec) -> Status {
-      uint64_t m = rec.present & want;
-      if (!m) return Status::OK();
-      uint64_t dm = m & rec.data;
-      if (dm && buf) SNAPDISK_RETURN_IF_ERROR(ReadPieces(rec, dm, buf, cur->id, block));
-      if (dm && prefetch) PrefetchPieces(rec, dm);
-      if (buf)
-        for (uint32_t p = 0; p < pieces_; ++p)
-          if ((m & ~dm) >> p & 1) std::memset(buf + size_t{p} * kSubBlockSize, 0, kSubBlockSize);
-      *stored |= dm;
-      want &= ~m;
-      return Status::OK();
-    };
+    auto apply = [&](const VersionRecord& rec) { return use(rec, cur->id); };
     std::string prefix = keys::BlockPrefix(cur->id, block);
     std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
     for (it->Seek(keys::Version(cur->id, block, top)); it->Valid() && want; it->Next()) {

@@ -436,6 +436,7 @@ Status StoreImpl::CopyRange(NodeId src, SnapshotId snapshot, uint64_t src_offset
     size_t got = 0;
     SNAPDISK_RETURN_IF_ERROR(in->Read(src_offset + *copied, n, buf.data(), &got));
     if (got == 0) break;
+    in->ReadAhead();  // the next chunk is read in while this one is written
     SNAPDISK_RETURN_IF_ERROR(out->Write(dst_offset + *copied, buf.data(), got));
     *copied += got;
   }
