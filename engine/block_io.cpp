@@ -332,7 +332,7 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
 }
 
 Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                             const char* data, uint32_t len, std::vector<ImageState::DirtyKey>* marked) {
+                             const char* data, uint32_t len, std::vector<uint64_t*>* marked) {
   ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
   if (cache.gen != live_gen) {
     // Every generation change first flushes pending records (FlushPending)
@@ -344,15 +344,17 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     cache.pending_entries = 0;
     cache.gen = live_gen;
   }
-  ImageState::CachedRecord entry;
-  bool exists = false;
-  // `hit` stays valid to the end: nothing below inserts into or erases from
-  // this stripe's map before the final store.
+  // A cached entry is updated in place (no copy: this is the 4 KiB write
+  // path); every failure before the data write leaves it untouched, and a
+  // failed data write puts back what it changed (see below). `hit` stays
+  // valid to the end: nothing below inserts into or erases from this
+  // stripe's map before the final store.
+  ImageState::CachedRecord fresh;
   auto hit = cache.records.find(block);
-  if (hit != cache.records.end()) {
-    entry = hit->second;
-    exists = true;
-  } else {
+  const bool cached = hit != cache.records.end();
+  ImageState::CachedRecord& entry = cached ? hit->second : fresh;
+  bool exists = cached;
+  if (!cached) {
     SNAPDISK_RETURN_IF_ERROR(ReadVersion(keys::Version(img.id, block, live_gen), &entry.rec, &exists));
     entry.indexed = exists;
   }
@@ -405,12 +407,11 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   // forgets it and frees its slot.
   const uint64_t in_place = touched & rec.data;
   if (entry.indexed && in_place) {
-    const ImageState::DirtyKey key{block, live_gen};
     std::lock_guard l(img.dirty_mu);
     ImageState::DirtyShard& shard = img.DirtyFor(block);
-    auto [it, inserted] = shard.try_emplace(key, kInProgress);
+    auto [it, inserted] = shard.try_emplace(ImageState::DirtyKey{block, live_gen}, kInProgress);
     if (inserted) {
-      Status s = dirty_log_.Append(keys::Version(img.id, block, live_gen));
+      Status s = dirty_log_.Append(keys::VersionBytes(img.id, block, live_gen));
       if (!s.ok()) {
         shard.erase(it);
         return s;
@@ -418,18 +419,29 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     } else {
       it->second = kInProgress;
     }
-    marked->push_back(key);
+    // The entry stays put until WriteRange stamps it: a sync erases only
+    // stamped entries, and a map's elements do not move when it rehashes.
+    marked->push_back(&it->second);
   }
 
   const bool new_slot = nonzero && rec.slot == kNoSlot;
+  // The checksums WritePieces may change, to put back if it fails.
+  std::array<uint32_t, 64> saved_crc;
+  std::copy(rec.crc.begin() + first, rec.crc.begin() + last + 1, saved_crc.begin());
+  auto undo = [&] { std::copy(saved_crc.begin(), saved_crc.begin() + (last - first + 1), rec.crc.begin() + first); };
   if (new_slot) rec.slot = slots_.Allocate();
   Status io = WritePieces(rec, first, last, nonzero, pieces);
   if (!io.ok()) {
     if (new_slot) {
       slots_.Free(rec.slot);
+      rec.slot = kNoSlot;
+      undo();
       return io;
     }
-    if (!in_place) return io;
+    if (!in_place) {
+      undo();
+      return io;
+    }
     // Some pieces of this version may hold new bytes now: record the
     // checksums of what is on disk, so that it reads as old or new data
     // rather than as damage. (The dirty log still lists it.)
@@ -449,17 +461,14 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     cache.pending_blocks.push_back(block);
   }
   entry.pending = ++flush_ticket_;
-  if (hit != cache.records.end()) {
-    hit->second = std::move(entry);
-    return io;
-  }
+  if (cached) return io;
   if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
     // Evict what the index already has; pending entries stay (WriteRange
     // flushes the image when too many are pending).
     for (auto it = cache.records.begin(); it != cache.records.end();)
       it = it->second.pending == 0 ? cache.records.erase(it) : std::next(it);
   }
-  cache.records.emplace(block, std::move(entry));
+  cache.records.emplace(block, std::move(fresh));
   return io;
 }
 
@@ -492,7 +501,7 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
   std::shared_lock io(img.io_mu);
   const uint64_t live_gen = img.LiveGen();
   // Per thread, reused: the 4 KiB write path allocates nothing.
-  thread_local std::vector<ImageState::DirtyKey> marked;
+  thread_local std::vector<uint64_t*> marked;  // dirty-set entries this chunk overwrote
   uint64_t done = 0;
   while (done < len) {
     const uint64_t pos = offset + done;
@@ -524,7 +533,7 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
       // starts after this point makes them durable.
       std::lock_guard l(img.dirty_mu);
       uint64_t seq = ++write_seq_;
-      for (const ImageState::DirtyKey& k : marked) img.DirtyFor(k.block)[k] = seq;
+      for (uint64_t* stamp : marked) *stamp = seq;
     }
     done = end - offset;
   }
@@ -555,7 +564,9 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
 }
 
 void StoreImpl::QueueFlush(ImageState& img) {
-  if (img.flush_queued.exchange(true)) return;
+  // Every write past the threshold asks: a plain load first, so that they
+  // do not all take the flag's cache line exclusively.
+  if (img.flush_queued.load(std::memory_order_relaxed) || img.flush_queued.exchange(true)) return;
   {
     std::lock_guard l(flusher_mu_);
     flusher_queue_.push_back(img.id);
@@ -782,12 +793,12 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   // In-place writes that completed before this sync are now durable with
   // their checksums: drop them from the dirty log.
   for (ImageState* img : images) {
-    std::vector<std::string> done;
+    std::vector<keys::VersionKeyBytes> done;
     std::lock_guard l(img->dirty_mu);
     for (ImageState::DirtyShard& shard : img->dirty) {
       for (auto it = shard.begin(); it != shard.end();) {
         if (it->second <= seq) {
-          done.push_back(keys::Version(img->id, it->first.block, it->first.gen));
+          done.push_back(keys::VersionBytes(img->id, it->first.block, it->first.gen));
           it = shard.erase(it);
         } else {
           ++it;

@@ -11,9 +11,13 @@
 
 namespace snapdisk::coding {
 
+inline void EncodeBE64(char* b, uint64_t v) {
+  for (int i = 7; i >= 0; --i) { b[i] = static_cast<char>(v & 0xff); v >>= 8; }
+}
+
 inline void PutBE64(std::string* out, uint64_t v) {
   char b[8];
-  for (int i = 7; i >= 0; --i) { b[i] = static_cast<char>(v & 0xff); v >>= 8; }
+  EncodeBE64(b, v);
   out->append(b, 8);
 }
 

@@ -29,7 +29,7 @@ Status LogError(int err, const std::string& what) {
   return Status::IOError(msg);
 }
 
-void EncodeEntry(const std::string& key, char* e) {
+void EncodeEntry(const keys::VersionKeyBytes& key, char* e) {
   std::memcpy(e, key.data(), keys::kVersionKeySize);
   uint64_t sum = XXH3_64bits(e, keys::kVersionKeySize);
   std::memcpy(e + keys::kVersionKeySize, &sum, 8);
@@ -101,7 +101,7 @@ Status DirtyLog::ReserveLocked(uint64_t bytes) {
   return Status::OK();
 }
 
-Status DirtyLog::Append(const std::string& version_key) {
+Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
   std::lock_guard l(mu_);
   if (live_.count(version_key)) return Status::OK();
   SNAPDISK_RETURN_IF_ERROR(ReserveLocked(size_ + kEntrySize));
@@ -111,9 +111,9 @@ Status DirtyLog::Append(const std::string& version_key) {
   return Status::OK();
 }
 
-void DirtyLog::Release(const std::vector<std::string>& version_keys) {
+void DirtyLog::Release(const std::vector<keys::VersionKeyBytes>& version_keys) {
   std::lock_guard l(mu_);
-  for (const std::string& k : version_keys) live_.erase(k);
+  for (const keys::VersionKeyBytes& k : version_keys) live_.erase(k);
   if (size_ == 0) return;
   if (live_.empty()) {
     // Nothing is dirty: the whole log is stale.
@@ -133,7 +133,9 @@ void DirtyLog::CompactLocked() {
   uint64_t out = 0;
   for (uint64_t in = 0; in + kEntrySize <= size_; in += kEntrySize) {
     const char* e = map_ + in;
-    if (!live_.count(std::string(e, keys::kVersionKeySize))) continue;
+    keys::VersionKeyBytes key;
+    std::memcpy(key.data(), e, key.size());
+    if (!live_.count(key)) continue;
     if (out != in) std::memmove(map_ + out, e, kEntrySize);
     out += kEntrySize;
   }

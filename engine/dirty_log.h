@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "keys.h"
 #include "snapdisk/status.h"
 
 namespace snapdisk::engine {
@@ -44,10 +45,10 @@ class DirtyLog {
   // Opens (creating) the log and returns the version keys it holds.
   Status Open(const std::string& path, std::vector<std::string>* logged_keys);
   // Appends one version key (once until it is released).
-  Status Append(const std::string& version_key);
+  Status Append(const keys::VersionKeyBytes& version_key);
   // Releases keys whose versions are now durable. Empties the log when none
   // is left, and compacts it when mostly stale.
-  void Release(const std::vector<std::string>& version_keys);
+  void Release(const std::vector<keys::VersionKeyBytes>& version_keys);
   // Empties the log (after recovery has repaired what it listed).
   Status Reset();
 
@@ -61,7 +62,9 @@ class DirtyLog {
   char* map_ = nullptr;     // MAP_SHARED view of the file's first capacity_ bytes
   uint64_t capacity_ = 0;   // bytes mapped (and written as zeros or entries)
   uint64_t size_ = 0;       // bytes of entries; everything past it is zero
-  std::unordered_set<std::string> live_;  // appended and not yet released
+  // Appended and not yet released. Fixed-size keys: an append allocates at
+  // most the set's node, never a string.
+  std::unordered_set<keys::VersionKeyBytes, keys::VersionKeyBytesHash> live_;
   std::string path_;
 };
 

@@ -10,7 +10,9 @@
 // Column families "nodes" and "snapshots" are keyed by their 8-byte id.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -35,6 +37,26 @@ inline std::string Version(uint64_t image, uint64_t block, uint64_t generation) 
   coding::PutBE64(&k, ~generation);
   return k;
 }
+
+// The same key as a fixed-size value: built and hashed without allocating
+// (the dirty log's set, on the 4 KiB write path).
+using VersionKeyBytes = std::array<char, kVersionKeySize>;
+
+inline VersionKeyBytes VersionBytes(uint64_t image, uint64_t block, uint64_t generation) {
+  VersionKeyBytes k;
+  coding::EncodeBE64(k.data(), image);
+  coding::EncodeBE64(k.data() + 8, block);
+  coding::EncodeBE64(k.data() + 16, ~generation);
+  return k;
+}
+
+struct VersionKeyBytesHash {
+  size_t operator()(const VersionKeyBytes& k) const {
+    uint64_t w[3];
+    std::memcpy(w, k.data(), sizeof(w));
+    return static_cast<size_t>((w[0] * 0x9E3779B97F4A7C15ull) ^ (w[1] * 0xC2B2AE3D27D4EB4Full) ^ w[2]);
+  }
+};
 
 inline std::string BlockPrefix(uint64_t image, uint64_t block) {
   std::string k;

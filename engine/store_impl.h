@@ -293,9 +293,10 @@ class StoreImpl final : public Store {
   // Writes [off, off+len) of `block` of the live image; caller holds io_mu
   // shared and the block's stripe. The new version record stays pending in
   // the image's live cache; in-place overwrites of indexed versions are
-  // added to `marked` (and the dirty log).
+  // put in the dirty set (and log) as in progress, and their entries' write
+  // seq added to `marked` for the caller to stamp.
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                    const char* data, uint32_t len, std::vector<ImageState::DirtyKey>* marked);
+                    const char* data, uint32_t len, std::vector<uint64_t*>* marked);
   // Writes the image's pending live records to the index (not synced).
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);

@@ -28,7 +28,8 @@ class DirtyLogTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  static std::string Key(uint64_t i) { return keys::Version(7, i, 3); }
+  static keys::VersionKeyBytes Key(uint64_t i) { return keys::VersionBytes(7, i, 3); }
+  static std::string Str(uint64_t i) { return keys::Version(7, i, 3); }
 
   // Opens the file as a new process would (the old object may still be alive,
   // as after kill -9 the page cache still holds what the mapping stored).
@@ -50,13 +51,13 @@ TEST_F(DirtyLogTest, AppendedKeysAreListedByTheNextOpenUntilReleased) {
   std::unique_ptr<DirtyLog> other;
   std::vector<std::string> listed = Reopen(&other);
   ASSERT_EQ(listed.size(), 10u);
-  for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(listed[i], Key(i));
+  for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(listed[i], Str(i));
   other.reset();
 
   log->Release({Key(0), Key(1)});  // some still dirty: nothing is dropped yet
   EXPECT_EQ(Reopen(&other).size(), 10u);
   other.reset();
-  std::vector<std::string> rest;
+  std::vector<keys::VersionKeyBytes> rest;
   for (uint64_t i = 2; i < 10; ++i) rest.push_back(Key(i));
   log->Release(rest);  // none left: the log is empty
   EXPECT_TRUE(Reopen(&other).empty());
@@ -64,7 +65,7 @@ TEST_F(DirtyLogTest, AppendedKeysAreListedByTheNextOpenUntilReleased) {
   ASSERT_OK(log->Append(Key(42)));  // appends after emptying start from the front
   listed = Reopen(&other);
   ASSERT_EQ(listed.size(), 1u);
-  EXPECT_EQ(listed[0], Key(42));
+  EXPECT_EQ(listed[0], Str(42));
 }
 
 TEST_F(DirtyLogTest, GrowsPastItsFirstCapacityAndCompacts) {
@@ -76,10 +77,10 @@ TEST_F(DirtyLogTest, GrowsPastItsFirstCapacityAndCompacts) {
   ASSERT_EQ(Reopen(&other).size(), n);
   other.reset();
   // Release all but every 1000th: mostly stale, so it is compacted in place.
-  std::vector<std::string> done;
+  std::vector<keys::VersionKeyBytes> done;
   std::set<std::string> kept;
   for (uint64_t i = 0; i < n; ++i) {
-    if (i % 1000 == 0) kept.insert(Key(i));
+    if (i % 1000 == 0) kept.insert(Str(i));
     else done.push_back(Key(i));
   }
   log->Release(done);
@@ -101,14 +102,14 @@ TEST_F(DirtyLogTest, TornEntryEndsTheListAndIsOverwritten) {
   ::close(fd);
   std::vector<std::string> listed = Reopen(&log);
   ASSERT_EQ(listed.size(), 1u);
-  EXPECT_EQ(listed[0], Key(0));
+  EXPECT_EQ(listed[0], Str(0));
   // The torn entry and what followed are gone for good: a new append takes
   // the torn entry's place and nothing stale reappears after it.
   ASSERT_OK(log->Append(Key(9)));
   std::unique_ptr<DirtyLog> other;
   listed = Reopen(&other);
   ASSERT_EQ(listed.size(), 2u);
-  EXPECT_EQ(listed[1], Key(9));
+  EXPECT_EQ(listed[1], Str(9));
 }
 
 TEST_F(DirtyLogTest, ReadsAnOlderBuildsUnpreallocatedLog) {

@@ -229,6 +229,32 @@ TEST_F(FaultTest, DataWriteIoErrorInPlace) {
   ExpectClean();
 }
 
+// A failed write into a version the live cache holds leaves that version
+// as it was. Here the version has no slot yet (a zero write after a
+// snapshot only hides the older data): the failed write's slot must not
+// stay named by it, or the next new version, given the same lowest free
+// slot, would share it.
+TEST_F(FaultTest, FailedWriteIntoACachedVersionKeepsItsSlotless) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(256 * KiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  Snap(img, "s");
+  ASSERT_OK(WriteStr(h.get(), 0, Zeros(kPiece)));  // slotless version of block 0
+  hooks_.Fail(FaultOp::kDataWrite, ENOSPC, /*skip=*/0, /*times=*/1);
+  EXPECT_STATUS(kNoSpace, WriteStr(h.get(), kPiece, Pattern(kPiece, kPiece, 2)));
+  hooks_.ClearAll();
+  const std::string c = Pattern(kPiece, MiB, 3);
+  ASSERT_OK(WriteStr(h.get(), MiB, c));  // a new version: the lowest free slot
+  ASSERT_OK(h->Sync());
+  ExpectClean();
+  std::string want = Zeros(kPiece) + a.substr(kPiece) + Zeros(MiB - a.size()) + c;
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, want.size(), &got));
+  EXPECT_BYTES_EQ(got, want, 0);
+}
+
 // Short writes (1000 bytes a call, unaligned) are continued, not mistaken for
 // errors; a pwrite that makes no progress fails cleanly instead of spinning.
 TEST_F(FaultTest, ShortDataWrites) {
