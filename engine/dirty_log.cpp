@@ -103,11 +103,14 @@ Status DirtyLog::ReserveLocked(uint64_t bytes) {
 
 Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
   std::lock_guard l(mu_);
-  if (live_.count(version_key)) return Status::OK();
-  SNAPDISK_RETURN_IF_ERROR(ReserveLocked(size_ + kEntrySize));
+  auto [it, inserted] = live_.insert(version_key);  // one hash lookup for both questions
+  if (!inserted) return Status::OK();
+  if (Status s = ReserveLocked(size_ + kEntrySize); !s.ok()) {
+    live_.erase(it);
+    return s;
+  }
   EncodeEntry(version_key, map_ + size_);
   size_ += kEntrySize;
-  live_.insert(version_key);
   return Status::OK();
 }
 
