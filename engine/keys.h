@@ -29,16 +29,7 @@ inline std::string Id(uint64_t id) {
   return k;
 }
 
-inline std::string Version(uint64_t image, uint64_t block, uint64_t generation) {
-  std::string k;
-  k.reserve(kVersionKeySize);
-  coding::PutBE64(&k, image);
-  coding::PutBE64(&k, block);
-  coding::PutBE64(&k, ~generation);
-  return k;
-}
-
-// The same key as a fixed-size value: built and hashed without allocating
+// A version key as a fixed-size value: built and hashed without allocating
 // (the dirty log's set, on the 4 KiB write path).
 using VersionKeyBytes = std::array<char, kVersionKeySize>;
 
@@ -48,6 +39,11 @@ inline VersionKeyBytes VersionBytes(uint64_t image, uint64_t block, uint64_t gen
   coding::EncodeBE64(k.data() + 8, block);
   coding::EncodeBE64(k.data() + 16, ~generation);
   return k;
+}
+
+inline std::string Version(uint64_t image, uint64_t block, uint64_t generation) {
+  const VersionKeyBytes k = VersionBytes(image, block, generation);
+  return std::string(k.data(), k.size());
 }
 
 struct VersionKeyBytesHash {
