@@ -420,7 +420,8 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
       it->second = kInProgress;
     }
     // The entry stays put until WriteRange stamps it: a sync erases only
-    // stamped entries, and a map's elements do not move when it rehashes.
+    // stamped entries, and no other write inserts into this shard while
+    // we hold the block's stripe (DirtyShard).
     marked->push_back(&it->second);
   }
 
@@ -465,8 +466,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   if (cache.records.size() >= ImageState::kLiveCachePerStripe) {
     // Evict what the index already has; pending entries stay (WriteRange
     // flushes the image when too many are pending).
-    for (auto it = cache.records.begin(); it != cache.records.end();)
-      it = it->second.pending == 0 ? cache.records.erase(it) : std::next(it);
+    absl::erase_if(cache.records, [](const auto& kv) { return kv.second.pending == 0; });
   }
   cache.records.emplace(block, std::move(fresh));
   return io;
@@ -796,14 +796,11 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     std::vector<keys::VersionKeyBytes> done;
     std::lock_guard l(img->dirty_mu);
     for (ImageState::DirtyShard& shard : img->dirty) {
-      for (auto it = shard.begin(); it != shard.end();) {
-        if (it->second <= seq) {
-          done.push_back(keys::VersionBytes(img->id, it->first.block, it->first.gen));
-          it = shard.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      absl::erase_if(shard, [&](const auto& kv) {
+        if (kv.second > seq) return false;
+        done.push_back(keys::VersionBytes(img->id, kv.first.block, kv.first.gen));
+        return true;
+      });
     }
     // Under dirty_mu: a writer re-dirtying one of these keys must find it
     // released, so that it logs it again.

@@ -27,8 +27,9 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
-#include <unordered_set>
 #include <vector>
+
+#include <absl/container/flat_hash_set.h>
 
 #include "keys.h"
 #include "snapdisk/status.h"
@@ -64,7 +65,7 @@ class DirtyLog {
   uint64_t size_ = 0;       // bytes of entries; everything past it is zero
   // Appended and not yet released. Fixed-size keys: an append allocates at
   // most the set's node, never a string.
-  std::unordered_set<keys::VersionKeyBytes, keys::VersionKeyBytesHash> live_;
+  absl::flat_hash_set<keys::VersionKeyBytes> live_;
   std::string path_;
 };
 

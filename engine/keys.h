@@ -12,7 +12,6 @@
 
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -45,14 +44,6 @@ inline std::string Version(uint64_t image, uint64_t block, uint64_t generation) 
   const VersionKeyBytes k = VersionBytes(image, block, generation);
   return std::string(k.data(), k.size());
 }
-
-struct VersionKeyBytesHash {
-  size_t operator()(const VersionKeyBytes& k) const {
-    uint64_t w[3];
-    std::memcpy(w, k.data(), sizeof(w));
-    return static_cast<size_t>((w[0] * 0x9E3779B97F4A7C15ull) ^ (w[1] * 0xC2B2AE3D27D4EB4Full) ^ w[2]);
-  }
-};
 
 inline std::string BlockPrefix(uint64_t image, uint64_t block) {
   std::string k;
