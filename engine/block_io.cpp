@@ -416,6 +416,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
         shard.erase(it);
         return s;
       }
+      img.dirty_keys.push_back(it->first);
     } else {
       it->second = kInProgress;
     }
@@ -795,13 +796,15 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   for (ImageState* img : images) {
     std::vector<keys::VersionKeyBytes> done;
     std::lock_guard l(img->dirty_mu);
-    for (ImageState::DirtyShard& shard : img->dirty) {
-      absl::erase_if(shard, [&](const auto& kv) {
-        if (kv.second > seq) return false;
-        done.push_back(keys::VersionBytes(img->id, kv.first.block, kv.first.gen));
-        return true;
-      });
-    }
+    // Entries stamped after `seq` (or still in progress) stay for a later sync.
+    std::erase_if(img->dirty_keys, [&](const ImageState::DirtyKey& k) {
+      ImageState::DirtyShard& shard = img->DirtyFor(k.block);
+      auto it = shard.find(k);
+      if (it->second > seq) return false;
+      done.push_back(keys::VersionBytes(img->id, k.block, k.gen));
+      shard.erase(it);
+      return true;
+    });
     // Under dirty_mu: a writer re-dirtying one of these keys must find it
     // released, so that it logs it again.
     if (!done.empty()) dirty_log_.Release(done);
