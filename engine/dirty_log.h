@@ -63,8 +63,8 @@ class DirtyLog {
   char* map_ = nullptr;     // MAP_SHARED view of the file's first capacity_ bytes
   uint64_t capacity_ = 0;   // bytes mapped (and written as zeros or entries)
   uint64_t size_ = 0;       // bytes of entries; everything past it is zero
-  // Appended and not yet released. Fixed-size keys: an append allocates at
-  // most the set's node, never a string.
+  // Appended and not yet released. Fixed-size keys in an open-addressing
+  // set: an append allocates nothing but the table's occasional growth.
   absl::flat_hash_set<keys::VersionKeyBytes> live_;
   std::string path_;
 };

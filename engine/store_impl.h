@@ -89,8 +89,8 @@ struct ImageState {
   };
   struct LiveCache {
     uint64_t gen = 0;
-    // Open addressing: an insert may move entries (references into it last
-    // no longer than the caller's hold of the stripe without inserting).
+    // Open addressing: an insert may move entries, so a reference into the
+    // map is good until the next insert (all under the stripe's mutex).
     absl::flat_hash_map<uint64_t, CachedRecord> records;
     std::vector<uint64_t> pending_blocks;  // blocks whose entry is pending (flush walks only these)
     std::vector<uint64_t> inflight_blocks;  // taken from pending_blocks by a flush not yet committed
