@@ -128,5 +128,60 @@ TEST_F(DirtyLogTest, ReadsAnOlderBuildsUnpreallocatedLog) {
   EXPECT_GE(st.st_blocks * 512, 1 << 20) << "the mapped capacity must have blocks (no SIGBUS when full)";
 }
 
+// The store's use of the log: an in-place overwrite of an indexed version is
+// listed until a sync makes it durable, and a sync releases exactly the
+// overwrites completed before it.
+class StoreDirtyLogTest : public StoreTest {
+ protected:
+  // The blocks of `image` a new process would find in the store's dirty
+  // log now (read from a copy: Open rewrites a torn tail).
+  std::set<uint64_t> ListedBlocks(NodeId image) {
+    const std::string copy = store_path() + "/dirty.copy";
+    std::filesystem::copy_file(store_path() + "/data/dirty.log", copy,
+                               std::filesystem::copy_options::overwrite_existing);
+    DirtyLog log;
+    std::vector<std::string> listed;
+    EXPECT_OK(log.Open(copy, &listed));
+    std::set<uint64_t> blocks;
+    for (const std::string& k : listed) {
+      keys::VersionKey vk;
+      EXPECT_TRUE(keys::ParseVersion(k, &vk));
+      if (vk.image == image) blocks.insert(vk.block);
+    }
+    return blocks;
+  }
+};
+
+TEST_F(StoreDirtyLogTest, SyncReleasesTheInPlaceOverwritesBeforeItAndKeepsLaterOnes) {
+  constexpr uint64_t kBlock = 64 * KiB;
+  constexpr uint64_t kBlocks = 64;
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string fill(kBlocks * kBlock, 'a');
+  ASSERT_OK(h->Write(0, fill.data(), fill.size()));
+  ASSERT_OK(h->Sync());  // indexed and durable: nothing is dirty
+  EXPECT_TRUE(ListedBlocks(img).empty());
+
+  const std::string piece(4 * KiB, 'b');
+  std::set<uint64_t> all;
+  for (uint64_t b = 0; b < kBlocks; ++b) {
+    ASSERT_OK(h->Write(b * kBlock + 4 * KiB, piece.data(), piece.size()));
+    all.insert(b);
+  }
+  EXPECT_EQ(ListedBlocks(img), all);  // every block was overwritten in place
+  ASSERT_OK(h->Sync());
+  EXPECT_TRUE(ListedBlocks(img).empty());
+
+  ASSERT_OK(h->Write(5 * kBlock, piece.data(), piece.size()));
+  ASSERT_OK(h->Sync());
+  ASSERT_OK(h->Write(9 * kBlock, piece.data(), piece.size()));  // after the last sync
+  EXPECT_EQ(ListedBlocks(img), std::set<uint64_t>{9});
+  ASSERT_OK(h->Write(9 * kBlock + 8 * KiB, piece.data(), piece.size()));  // listed once
+  ASSERT_OK(h->Write(5 * kBlock, piece.data(), piece.size()));            // dirty again
+  EXPECT_EQ(ListedBlocks(img), (std::set<uint64_t>{5, 9}));
+  ASSERT_OK(h->Sync());
+  EXPECT_TRUE(ListedBlocks(img).empty());
+}
+
 }  // namespace
 }  // namespace snapdisk::test
