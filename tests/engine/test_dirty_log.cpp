@@ -1,6 +1,7 @@
 // DirtyLog (engine/dirty_log.h): what is appended is listed again by the
 // next Open of the file, whatever happened to the process in between, until
-// it is released; torn entries and stale leftovers are never listed.
+// it is released; torn entries and stale leftovers are never listed. And the
+// store's use of it: a sync releases the in-place overwrites completed before it.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
