@@ -807,6 +807,9 @@ class Bench:
                 self.res.add(f"load_iops_{tag}", key, r["write_iops"])
                 extra = (f" stall {r['stall_ms']:.2f} ms (no-snapshot max gap {r['baseline_gap_ms']:.2f} ms,"
                          f" {r['write_iops']:.0f} writes/s)")
+                if r.get("stall_where"):
+                    extra += (f"; {r['stall_where']}; gaps over 5 ms during the series: {r['long_gaps']}, "
+                              f"{r['long_gaps_overlapping']} of them overlapping a snapshot call")
                 if r.get("writer_error"):
                     extra += f" writer error: {r['writer_error']}"
             if r.get("truncated"):

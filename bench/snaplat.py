@@ -128,7 +128,14 @@ class Writer:
 
 def max_gap_overlapping(gaps, windows):
     """Longest write gap (ns) that overlaps any [start, end] window."""
-    best = 0
+    return worst_gap_overlapping(gaps, windows)[0]
+
+
+def worst_gap_overlapping(gaps, windows):
+    """(length_ns, gap, window) of the longest write gap that overlaps a
+    [start, end] window, with the first window it overlaps; (0, None, None)
+    if none does."""
+    best = (0, None, None)
     if not gaps or not windows:
         return best
     windows = sorted(windows)
@@ -141,10 +148,20 @@ def max_gap_overlapping(gaps, windows):
         k = j
         while k < len(windows) and windows[k][0] <= ge:
             if windows[k][1] >= gs:
-                best = max(best, ge - gs)
+                if ge - gs > best[0]:
+                    best = (ge - gs, (gs, ge), windows[k])
                 break
             k += 1
     return best
+
+
+def describe_stall(gap, window):
+    """Where the worst gap sits against the snapshot call it overlaps: a gap
+    that began well before the call started was not caused by it."""
+    (gs, ge), (ws, we) = gap, window
+    return (f"the longest gap began {(gs - ws) / 1e6:+.2f} ms from the start of the snapshot call it "
+            f"overlaps and ended {(ge - we) / 1e6:+.2f} ms from its return (negative: before; the call "
+            f"took {(we - ws) / 1e6:.3f} ms)")
 
 
 # --------------------------------------------------------------------------
@@ -199,7 +216,16 @@ def snapshot_latency(take, prefix, count, load_path=None, load_span=0, tmpdir="/
             rep = writer.stop()
             res["writes"] = rep["count"]
             res["write_iops"] = rep["count"] / max(1e-9, (rep["t_end"] - rep["t_start"]) / 1e9)
-            res["stall_ms"] = max_gap_overlapping(rep["gaps"], windows) / 1e6
+            stall, gap, window = worst_gap_overlapping(rep["gaps"], windows)
+            res["stall_ms"] = stall / 1e6
+            if gap is not None:
+                res["stall_where"] = describe_stall(gap, window)
+            # Gaps over 5 ms (the bar) during the snapshot series, and how
+            # many of them overlap a snapshot call: with calls 10 ms apart,
+            # any gap longer than that overlaps one whatever its cause.
+            during = [g for g in rep["gaps"] if g[0] > base_end and g[1] - g[0] > 5_000_000]
+            res["long_gaps"] = len(during)
+            res["long_gaps_overlapping"] = sum(1 for g in during if max_gap_overlapping([g], windows) > 0)
             base = [g for g in rep["gaps"] if g[1] <= base_end]
             res["baseline_gap_ms"] = max([g[1] - g[0] for g in base], default=0) / 1e6
             res["max_gap_ms"] = rep["max_gap_ns"] / 1e6
