@@ -363,6 +363,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     rec = VersionRecord();
     rec.crc.assign(pieces_, 0);
   }
+  const uint64_t data_before = rec.data, present_before = rec.present;
 
   // Assemble the touched 4 KiB pieces; partial pieces need their current bytes.
   const uint32_t first = off / kSubBlockSize, last = (off + len - 1) / kSubBlockSize;
@@ -457,6 +458,10 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     rec.data = (rec.data & ~touched) | nonzero;
     rec.present |= touched;
   }
+  // Only a record that changed nothing but checksums of a version the index
+  // maps may have its sync left to the dirty log (SyncImages).
+  if (!entry.indexed || new_slot || rec.data != data_before || rec.present != present_before)
+    entry.maps_changed = true;
   if (entry.pending == 0) {
     img.pending_records.fetch_add(1);
     ++cache.pending_entries;
@@ -667,6 +672,7 @@ Status StoreImpl::FlushPending(ImageState& img) {
     size_t stripe;
     uint64_t gen, block, ticket;
   };
+  bool maps_changed = false;
   std::vector<Taken> taken;
   std::vector<IndexPut> puts;
   taken.reserve(img.pending_records.load());
@@ -678,6 +684,7 @@ Status StoreImpl::FlushPending(ImageState& img) {
       const ImageState::CachedRecord& entry = cache.records.at(block);
       taken.push_back({s, cache.gen, block, entry.pending});
       puts.push_back({block, cache.gen, entry.rec.Encode()});
+      maps_changed |= entry.maps_changed;
     }
     // Taken out of the list while the commit runs; what stays pending
     // (a failed commit, or written again meanwhile) is put back below.
@@ -687,7 +694,10 @@ Status StoreImpl::FlushPending(ImageState& img) {
   if (taken.empty()) return Status::OK();
   rocksdb::WriteBatch batch;
   AddInKeyOrder(img.id, &puts, index_.versions, &batch);
-  Status st = Commit(&batch, false, "write block index");
+  Status st = WriteIndex(&batch, false, "write block index");
+  // Counted before flush_mu is released: a sync's own FlushPending waits
+  // for this one, then sees the count (SyncImages).
+  if (maps_changed) index_changes_.fetch_add(1);
   // `taken` is in stripe order: one lock per stripe for its entries, which
   // also clears the stripe's in-flight list (fewer lock round trips that a
   // snapshot sealing the caches would wait behind).
@@ -703,6 +713,7 @@ Status StoreImpl::FlushPending(ImageState& img) {
       if (st.ok() && it->second.pending == t.ticket) {
         it->second.pending = 0;
         it->second.indexed = true;
+        it->second.maps_changed = false;
         --cache.pending_entries;
         img.pending_records.fetch_sub(1);
       } else {
@@ -754,12 +765,27 @@ Status StoreImpl::FlushAllPending() {
   return Status::OK();
 }
 
-Status StoreImpl::SyncImage(ImageState& img) { return SyncImages({&img}); }
+Status StoreImpl::SyncImage(ImageState& img) { return SyncImages({&img}, /*checkpoint=*/false); }
 
-Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
+Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkpoint) {
   SNAPDISK_RETURN_IF_ERROR(Writable());
   const uint64_t seq = write_seq_.load();
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
+  // The common fsync of a disk image: every write since the last checkpoint
+  // overwrote pieces of versions the index already maps, durably. Then the
+  // index's unsynced records only carry new checksums, and the dirty log,
+  // which lists those versions, can stand in for them: after a power loss
+  // RecoverDirty recomputes their checksums from the synced bytes. So the
+  // data file's fdatasync, after the log's pages were written back, is the
+  // one device flush (the index log's own sync cost one more round trip to
+  // the device). The records still reach the index (FlushPending, and the
+  // flusher) but are made durable, and the log's entries released, by the
+  // next checkpoint: any sync that finds other index changes, SyncAll, or
+  // one that finds the log longer than kMaxListedForFastSync (a bound on
+  // the work of the next open's recovery and on memory).
+  constexpr size_t kMaxListedForFastSync = 16384;
+  const bool may_skip_index = !checkpoint && dirty_log_.Listed() <= kMaxListedForFastSync;
+  if (may_skip_index) dirty_log_.StartWriteback();
   // Data first, then the index: a synced record never names unsynced data.
   // The data's pages start on their way to the device while the pending
   // records go into the index log (written, not synced), and the data is
@@ -769,6 +795,15 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
   // the index log's sync below is what flushes the device cache for both.
   data_.StartWriteback();
   for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
+  // Read after the flushes: what they (or a flush they waited for) wrote is
+  // counted, and before the log sync below: what it counts, that sync covers.
+  const uint64_t changes = index_changes_.load();
+  if (may_skip_index && changes == index_changes_synced_.load()) {
+    Status st = dirty_log_.MakeDurable(dirty_log_flush_shared_);
+    if (st.ok()) st = data_.Sync();
+    if (!st.ok()) failed_sync_ = true;  // as below: what it covered may be gone
+    return st;
+  }
   bool data_flushed = true;
   Status st = data_.SyncBeforeIndex(&data_flushed);
   if (!st.ok()) {
@@ -782,7 +817,8 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     // last one, and then no flush would reach the device: append something.
     rocksdb::WriteBatch mark;
     mark.Put(index_.meta, rocksdb::Slice(keys::kSyncMarkKey.data(), keys::kSyncMarkKey.size()), std::to_string(seq));
-    SNAPDISK_RETURN_IF_ERROR(Commit(&mark, false, "mark index sync"));
+    // Not counted in index_changes_: the sync just below covers it.
+    SNAPDISK_RETURN_IF_ERROR(WriteIndex(&mark, false, "mark index sync"));
   }
   st = NoteIndexResult(index_.db->SyncWAL(), "sync index log");
   if (!st.ok()) {
@@ -790,6 +826,9 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images) {
     // sync cannot tell. Refuse further writes until the store is reopened.
     failed_sync_ = true;
     return st;
+  }
+  for (uint64_t synced = index_changes_synced_.load();
+       synced < changes && !index_changes_synced_.compare_exchange_weak(synced, changes);) {
   }
   // In-place writes that completed before this sync are now durable with
   // their checksums: drop them from the dirty log.

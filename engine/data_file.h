@@ -92,6 +92,9 @@ class DataFile {
   // (SyncBeforeIndex) that follows waits for I/O already under way while
   // its caller writes the index. Errors are left to that sync.
   void StartWriteback();
+  // The file system writes a page back over its old blocks (checked at
+  // Open): a device cache flush then covers pages written back earlier.
+  bool overwrites_in_place() const { return overwrites_in_place_; }
   uint64_t AllocatedBytes() const;  // st_blocks * 512
   const std::string& path() const { return path_; }
 

@@ -98,6 +98,7 @@ Status DirtyLog::ReserveLocked(uint64_t bytes) {
   if (m == MAP_FAILED) return LogError(errno, "map " + path_);
   map_ = static_cast<char*>(m);
   capacity_ = want;
+  ++growths_;
   return Status::OK();
 }
 
@@ -115,6 +116,7 @@ Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
 }
 
 void DirtyLog::Release(const std::vector<keys::VersionKeyBytes>& version_keys) {
+  std::lock_guard r(rewrite_mu_);
   std::lock_guard l(mu_);
   for (const keys::VersionKeyBytes& k : version_keys) live_.erase(k);
   if (size_ == 0) return;
@@ -147,11 +149,50 @@ void DirtyLog::CompactLocked() {
 }
 
 Status DirtyLog::Reset() {
+  std::lock_guard r(rewrite_mu_);
   std::lock_guard l(mu_);
   std::memset(map_, 0, static_cast<size_t>(size_));
   size_ = 0;
   live_.clear();
   return Status::OK();
+}
+
+void DirtyLog::StartWriteback() { (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE); }
+
+Status DirtyLog::MakeDurable(bool flush_follows) {
+  std::lock_guard r(rewrite_mu_);
+  uint64_t growths = 0;
+  bool metadata_durable = false;
+  {
+    std::lock_guard l(mu_);
+    growths = growths_;
+    metadata_durable = durable_growths_ == growths_;
+  }
+  if (flush_follows && metadata_durable && dir_synced_) {
+    // Appends meanwhile need not be covered: they belong to later writes.
+    const int flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    if (::sync_file_range(fd_, 0, 0, flags) != 0) return LogError(errno, "write back " + path_);
+    return Status::OK();
+  }
+  if (::fdatasync(fd_) != 0) return LogError(errno, "fdatasync " + path_);
+  if (!dir_synced_) {
+    const std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return LogError(errno, "open " + dir);
+    const int rc = ::fsync(dfd);
+    const int err = errno;
+    ::close(dfd);
+    if (rc != 0) return LogError(err, "fsync " + dir);
+    dir_synced_ = true;
+  }
+  std::lock_guard l(mu_);
+  durable_growths_ = std::max(durable_growths_, growths);
+  return Status::OK();
+}
+
+size_t DirtyLog::Listed() {
+  std::lock_guard l(mu_);
+  return live_.size();
 }
 
 }  // namespace snapdisk::engine

@@ -18,8 +18,15 @@
 // with zeros before it is mapped, so a store never needs a block allocation
 // (no SIGBUS on a full disk); growing it can fail with NoSpace, cleanly.
 // Emptying the log zeroes the used prefix instead of truncating the file.
-// The log is never synced: it guards against a process crash, not power
-// loss. Entries are self-checking, so a torn tail is ignored.
+// Entries are self-checking, so a torn tail is ignored.
+//
+// Durability: by itself the log guards against a process crash only (the
+// page cache outlives the process). An image fsync whose only unsynced
+// index changes are the new checksums of in-place overwrites skips the
+// index log's sync and makes this log durable instead (MakeDurable, then
+// the data file's fdatasync): after a power loss the entries it lists are
+// what RecoverDirty needs to recompute those checksums from the synced
+// bytes. Entries stay until a sync that does sync the index releases them.
 //
 // Thread-safety: all members are safe from many threads (internally locked).
 #pragma once
@@ -52,13 +59,36 @@ class DirtyLog {
   void Release(const std::vector<keys::VersionKeyBytes>& version_keys);
   // Empties the log (after recovery has repaired what it listed).
   Status Reset();
+  // Starts writing the appended entries back to the device (a hint for a
+  // MakeDurable that follows; errors are left to it).
+  void StartWriteback();
+  // Makes every entry appended so far survive a power loss. With
+  // `flush_follows` (the caller flushes the device cache of the same file
+  // system next, e.g. by an fdatasync of the data file, and that file
+  // system overwrites in place) the entries' pages are only written back,
+  // unless the file or its directory entry may not be durable yet (created,
+  // grown); otherwise this is an fdatasync.
+  Status MakeDurable(bool flush_follows);
+  // How many keys are listed and not released.
+  size_t Listed();
 
  private:
   // Makes the mapping at least `bytes` long (zero-filled file, remapped).
   Status ReserveLocked(uint64_t bytes);
   void CompactLocked();
 
+  // Held by MakeDurable while pages are written back, and by whatever
+  // moves or erases entries (Release, Reset): a page written back in the
+  // middle of a compaction could miss a live entry. Appends do not take it.
+  // Order: rewrite_mu_ before mu_.
+  std::mutex rewrite_mu_;
   std::mutex mu_;
+  // Counts growths of the file; durable_growths_ is the count the last
+  // fdatasync covered (both under mu_). The first MakeDurable also syncs
+  // the directory (the file may be new).
+  uint64_t growths_ = 1;
+  uint64_t durable_growths_ = 0;
+  bool dir_synced_ = false;  // under rewrite_mu_
   int fd_ = -1;
   char* map_ = nullptr;     // MAP_SHARED view of the file's first capacity_ bytes
   uint64_t capacity_ = 0;   // bytes mapped (and written as zeros or entries)

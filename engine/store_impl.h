@@ -85,6 +85,10 @@ struct ImageState {
   struct CachedRecord {
     VersionRecord rec;
     bool indexed = false;    // some version of this key is in the index
+    // Set by a write that changed more than checksums (a new version, slot
+    // or piece map); cleared once the index has this record. See
+    // StoreImpl::index_changes_.
+    bool maps_changed = false;
     uint64_t pending = 0;    // nonzero: newer than the index (a flush ticket)
   };
   struct LiveCache {
@@ -274,8 +278,12 @@ class StoreImpl final : public Store {
                     bool zeros);
   Status SyncImage(ImageState& img);
   // Makes every write to `images` completed before the call durable, with
-  // one data sync and one index log sync for all of them.
-  Status SyncImages(const std::vector<ImageState*>& images);
+  // one data sync and one index log sync for all of them. Without
+  // `checkpoint`, a sync whose only unsynced index changes are checksums of
+  // in-place overwrites makes the dirty log durable instead of syncing the
+  // index (one device flush instead of two); a checkpoint always syncs the
+  // index and releases the dirty log's entries.
+  Status SyncImages(const std::vector<ImageState*>& images, bool checkpoint);
   Status SeekRange(ImageState& img, uint64_t gen, uint64_t size, uint64_t offset,
                    SeekWhence whence, uint64_t* result);
   Status DiffOnce(NodeId image, SnapshotId from, SnapshotId to, std::vector<Extent>* extents,
@@ -375,7 +383,10 @@ class StoreImpl final : public Store {
   void PutNode(rocksdb::WriteBatch* b, const NodeRecord& r);
   void PutSnapshot(rocksdb::WriteBatch* b, const SnapshotInfo& s);
   void PutCounters(rocksdb::WriteBatch* b);
+  // Writes to the index; counts the write in index_changes_ (after it).
   Status Commit(rocksdb::WriteBatch* b, bool sync, const char* what);
+  // The same without counting: for batches of checksum-only records.
+  Status WriteIndex(rocksdb::WriteBatch* b, bool sync, const char* what);
   // After a failed index write (e.g. ENOSPC) RocksDB stops accepting writes
   // until DB::Resume() succeeds; every index write and sync goes through
   // here first, so that the store recovers once space returns and never
@@ -426,6 +437,22 @@ class StoreImpl final : public Store {
   SlotAllocator slots_;
   std::atomic<uint64_t> flush_ticket_{0};
   std::atomic<uint64_t> write_seq_{0};
+  // Index writes that change more than the checksums of versions the index
+  // already maps: every Commit, and a FlushPending of a record with
+  // maps_changed. Counted after the write returns, so a value read before
+  // an index log sync counts only writes that sync covers; a checkpoint
+  // stores that value in index_changes_synced_ once its sync succeeded.
+  // While the two are equal, the unsynced part of the index log holds
+  // nothing but checksums of in-place overwrites, which the dirty log can
+  // stand in for (SyncImages).
+  // Starts one ahead: what the index holds at open may have come from a
+  // log that was never synced (the last process was killed), so the first
+  // sync of a session syncs the index.
+  std::atomic<uint64_t> index_changes_{1};
+  std::atomic<uint64_t> index_changes_synced_{0};
+  // The dirty log and the data file share a file system that overwrites in
+  // place, so the data file's fdatasync flushes the log's pages too.
+  bool dirty_log_flush_shared_ = false;
   std::atomic<bool> failed_sync_{false};
   std::atomic<bool> index_error_{false};
   std::mutex resume_mu_;

@@ -161,6 +161,13 @@ Status StoreImpl::OpenStore() {
   SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_));
   std::vector<std::string> logged_dirty;
   SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(path_ + "/data/dirty.log", &logged_dirty));
+  {
+    struct stat data_st {}, log_st {};
+    dirty_log_flush_shared_ = data_.overwrites_in_place() &&
+                              ::stat((path_ + "/data/blocks.dat").c_str(), &data_st) == 0 &&
+                              ::stat((path_ + "/data/dirty.log").c_str(), &log_st) == 0 &&
+                              data_st.st_dev == log_st.st_dev;
+  }
   std::vector<SealLog::Record> sealed;
   SNAPDISK_RETURN_IF_ERROR(seal_log_.Open(path_ + "/data/sealed.log", &sealed));
   SNAPDISK_RETURN_IF_ERROR(ReplaySealLog(sealed));  // before anything reads the index
@@ -318,6 +325,12 @@ Status StoreImpl::NoteIndexResult(const rocksdb::Status& s, const char* what) {
 }
 
 Status StoreImpl::Commit(rocksdb::WriteBatch* b, bool sync, const char* what) {
+  Status st = WriteIndex(b, sync, what);
+  index_changes_.fetch_add(1);  // even after a failure: the log may hold part of it
+  return st;
+}
+
+Status StoreImpl::WriteIndex(rocksdb::WriteBatch* b, bool sync, const char* what) {
   SNAPDISK_RETURN_IF_ERROR(IndexHealthy());
   rocksdb::WriteOptions wo;
   wo.sync = sync;
@@ -383,7 +396,7 @@ Status StoreImpl::SyncAll() {
   }
   std::vector<ImageState*> images;
   for (auto& st : all) images.push_back(st.get());
-  return SyncImages(images);
+  return SyncImages(images, /*checkpoint=*/true);
 }
 
 }  // namespace engine

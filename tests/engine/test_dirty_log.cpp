@@ -130,8 +130,9 @@ TEST_F(DirtyLogTest, ReadsAnOlderBuildsUnpreallocatedLog) {
 }
 
 // The store's use of the log: an in-place overwrite of an indexed version is
-// listed until a sync makes it durable, and a sync releases exactly the
-// overwrites completed before it.
+// listed until a sync of the index makes its checksums durable, and such a
+// sync releases exactly the overwrites completed before it. An image sync
+// that skips the index keeps them listed.
 class StoreDirtyLogTest : public StoreTest {
  protected:
   // The blocks of `image` a new process would find in the store's dirty
@@ -170,16 +171,33 @@ TEST_F(StoreDirtyLogTest, SyncReleasesTheInPlaceOverwritesBeforeItAndKeepsLaterO
     all.insert(b);
   }
   EXPECT_EQ(ListedBlocks(img), all);  // every block was overwritten in place
-  ASSERT_OK(h->Sync());
+  ASSERT_OK(store_->SyncAll());
   EXPECT_TRUE(ListedBlocks(img).empty());
 
   ASSERT_OK(h->Write(5 * kBlock, piece.data(), piece.size()));
-  ASSERT_OK(h->Sync());
+  ASSERT_OK(store_->SyncAll());
   ASSERT_OK(h->Write(9 * kBlock, piece.data(), piece.size()));  // after the last sync
   EXPECT_EQ(ListedBlocks(img), std::set<uint64_t>{9});
   ASSERT_OK(h->Write(9 * kBlock + 8 * KiB, piece.data(), piece.size()));  // listed once
   ASSERT_OK(h->Write(5 * kBlock, piece.data(), piece.size()));            // dirty again
   EXPECT_EQ(ListedBlocks(img), (std::set<uint64_t>{5, 9}));
+  ASSERT_OK(store_->SyncAll());
+  EXPECT_TRUE(ListedBlocks(img).empty());
+}
+
+TEST_F(StoreDirtyLogTest, ImageSyncOfInPlaceOverwritesKeepsThemListedUntilTheIndexIsSynced) {
+  constexpr uint64_t kBlock = 64 * KiB;
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string fill(16 * kBlock, 'a');
+  ASSERT_OK(h->Write(0, fill.data(), fill.size()));
+  ASSERT_OK(h->Sync());
+  const std::string piece(4 * KiB, 'b');
+  for (uint64_t b : {2, 7}) ASSERT_OK(h->Write(b * kBlock, piece.data(), piece.size()));
+  ASSERT_OK(h->Sync());  // nothing but new checksums: the dirty log stands in for them
+  EXPECT_EQ(ListedBlocks(img), (std::set<uint64_t>{2, 7}));
+  ASSERT_OK(h->Write(3 * kBlock, piece.data(), piece.size()));
+  ASSERT_OK(h->Discard(11 * kBlock, 4 * KiB));  // changes a piece map: the next sync syncs the index
   ASSERT_OK(h->Sync());
   EXPECT_TRUE(ListedBlocks(img).empty());
 }

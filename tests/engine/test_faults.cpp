@@ -7,6 +7,7 @@
 // Check() finds nothing wrong.
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "fault_injection.h"
@@ -466,6 +467,107 @@ TEST_P(FaultCrashTest, UnsyncedWritesLostAtCrash) {
   ASSERT_OK(WriteStr(h.get(), 0, b1));
   ASSERT_OK(h->Sync());
   ExpectClean();
+}
+
+// An image sync of nothing but in-place overwrites (new checksums of
+// versions the index maps durably) leaves the index log unsynced: the dirty
+// log stands in for the new checksums. Losing everything unsynced then
+// still reads the new data, with no checksum error, because the next open
+// recomputes the checksums of what the dirty log lists.
+TEST_F(FaultTest, InPlaceSyncSkipsTheIndexLogAndSurvivesLosingIt) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());  // new versions: this one syncs the index
+  std::string after = a;
+  for (uint64_t off : {uint64_t{8} * KiB, 300 * KiB, MiB - 4 * KiB}) {
+    const std::string b = Pattern(4 * KiB, off, 2);
+    ASSERT_OK(WriteStr(h.get(), off, b));
+    after.replace(off, b.size(), b);
+  }
+  const uint64_t log_syncs = hooks_.Calls(FaultOp::kWalSync);
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(hooks_.Calls(FaultOp::kWalSync), log_syncs) << "the index log was synced";
+  h.reset();
+  CrashAndReopen(DropMode::kAll);
+  EXPECT_BYTES_EQ(ReadAll(img), after, 0);
+  ExpectClean();
+}
+
+// Whatever changes more than checksums makes the next image sync sync the
+// index: a failing index log sync must surface. Each case starts from a
+// sync that needed no index sync.
+TEST_F(FaultTest, ImageSyncSyncsTheIndexAfterAnyChangeBeyondChecksums) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  ASSERT_OK(WriteStr(h.get(), 0, Pattern(MiB, 0, 1)));
+  ASSERT_OK(h->Sync());
+  const std::string piece = Pattern(4 * KiB, 0, 3);
+  auto in_place_sync = [&] {
+    ASSERT_OK(WriteStr(h.get(), 64 * KiB, piece));
+    const uint64_t log_syncs = hooks_.Calls(FaultOp::kWalSync);
+    ASSERT_OK(h->Sync());
+    ASSERT_EQ(hooks_.Calls(FaultOp::kWalSync), log_syncs);
+  };
+  struct Change {
+    const char* what;
+    std::function<Status()> run;
+  };
+  const std::vector<Change> changes = {
+      {"a write to a block never written", [&] { return WriteStr(h.get(), 2 * MiB, piece); }},
+      {"a write to a hole of a written block", [&] {
+         Status s = h->Discard(128 * KiB, 4 * KiB);
+         if (!s.ok()) return s;
+         if (s = h->Sync(); !s.ok()) return s;
+         return WriteStr(h.get(), 128 * KiB, piece);
+       }},
+      {"a discard", [&] { return h->Discard(256 * KiB, 4 * KiB); }},
+      {"a resize", [&] { return Resize(img, 3 * MiB); }},
+      {"a snapshot", [&] {
+         SnapshotInfo info;
+         return store_->CreateSnapshot(img, "s1", &info);
+       }},
+  };
+  for (const Change& c : changes) {
+    SCOPED_TRACE(c.what);
+    in_place_sync();
+    ASSERT_OK(c.run());
+    hooks_.Fail(FaultOp::kWalSync, EIO, 0, 1);
+    EXPECT_STATUS(kIOError, h->Sync());
+    // A failed sync makes the store refuse writes until it is reopened.
+    hooks_.ClearAll();
+    h.reset();
+    ReopenFaulty();
+    ASSERT_OK(store_->CollectGarbage());  // the open's reclaim pass writes the index too
+    h = OpenLive(img);
+    ASSERT_OK(h->Sync());  // the first sync after an open syncs the index
+  }
+  ExpectClean();
+}
+
+// What the index holds at open may come from a log a killed process never
+// synced: the first image sync after an open syncs the index even when it
+// only follows in-place overwrites.
+TEST_F(FaultTest, FirstImageSyncAfterOpenSyncsTheIndex) {
+  NodeId img = MakeImage("a.img");
+  {
+    auto h = OpenLive(img);
+    ASSERT_OK(WriteStr(h.get(), 0, Pattern(MiB, 0, 1)));
+    uint64_t end = 0;
+    ASSERT_OK(h->Seek(0, SeekWhence::kHole, &end));  // puts the records in the index log, unsynced
+  }
+  hooks_.Crash();  // killed: the unsynced log stays in the page cache
+  store_.reset();
+  hooks_.Restart();
+  OpenFaulty();
+  auto h = OpenLive(img);
+  ASSERT_OK(WriteStr(h.get(), 4 * KiB, Pattern(4 * KiB, 4 * KiB, 2)));
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, 4 * KiB, &got));
+  ASSERT_EQ(got, Pattern(4 * KiB, 0, 1)) << "the records did not reach the index log";
+  hooks_.Fail(FaultOp::kWalSync, EIO, 0, 1);
+  EXPECT_STATUS(kIOError, h->Sync());
 }
 
 std::string CrashCaseName(const ::testing::TestParamInfo<CrashCase>& info) {
