@@ -132,7 +132,10 @@ class Store {
 
   // ---- snapshots ----------------------------------------------------------
   // Takes a snapshot of the live image. Constant time in the image's size
-  // and in its number of snapshots; durable when it returns.
+  // and in its number of snapshots. When it returns the snapshot survives a
+  // crash of the process (kill -9); like mkdir on a disk file system, it
+  // survives a crash of the machine after the next sync of the image or of
+  // the store (fsync of the image or of a directory of the mount).
   virtual Status CreateSnapshot(NodeId image, std::string_view name, SnapshotInfo* info) = 0;
   // Snapshots several images at one instant (a consistency group): all or none.
   virtual Status CreateGroupSnapshot(const std::vector<NodeId>& images, std::string_view name,

@@ -546,6 +546,34 @@ TEST_F(FaultTest, ImageSyncSyncsTheIndexAfterAnyChangeBeyondChecksums) {
   ExpectClean();
 }
 
+// A snapshot survives losing everything unsynced once the image is synced
+// after it, with no write in between, or with writes in place after it.
+TEST_F(FaultTest, SnapshotSurvivesPowerLossAfterTheNextImageSync) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  const std::string a = Pattern(MiB, 0, 1), b = Pattern(MiB, 0, 2);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  SnapshotInfo snap;
+  ASSERT_OK(store_->CreateSnapshot(img, "s1", &snap));
+  ASSERT_OK(h->Sync());  // nothing written since the snapshot
+  h.reset();
+  CrashAndReopen(DropMode::kAll);
+  EXPECT_BYTES_EQ(ReadAll(img, snap.id), a, 0);
+  h = OpenLive(img);
+  ASSERT_OK(WriteStr(h.get(), 0, b));  // copy-on-write: new versions
+  ASSERT_OK(h->Sync());
+  ASSERT_OK(WriteStr(h.get(), 4 * KiB, Pattern(4 * KiB, 4 * KiB, 3)));  // in place over b
+  std::string after = b;
+  after.replace(4 * KiB, 4 * KiB, Pattern(4 * KiB, 4 * KiB, 3));
+  ASSERT_OK(h->Sync());
+  h.reset();
+  CrashAndReopen(DropMode::kAll);
+  EXPECT_BYTES_EQ(ReadAll(img, snap.id), a, 0);
+  EXPECT_BYTES_EQ(ReadAll(img), after, 0);
+  ExpectClean();
+}
+
 // What the index holds at open may come from a log a killed process never
 // synced: the first image sync after an open syncs the index even when it
 // only follows in-place overwrites.

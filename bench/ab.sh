@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A/B of one fio job across snapdisk builds and libfuse's passthrough_ll,
+# one daemon at a time, alternating, caches dropped before every run: the
+# quick way to tell whether a change moves a row of bench/run.sh beyond the
+# noise (the full suite takes ten minutes and runs each job twice).
+#
+#   bench/ab.sh [--rounds N] [--runs N] [--size SIZE] [--job 'FIO ARGS'] LABEL=BINARY...
+#
+# Each round starts every target once, in order: a fresh store (or source
+# directory), a SIZE image written sequentially with end_fsync, then --runs
+# runs of the job (4 s, time-based, buffered psync, QD1). LABEL=pt stands for
+# passthrough_ll (built here from libfuse3-dev's example). Prints one line a
+# run (IOPS, fio's mean write and sync latency) and medians per label.
+# Defaults: 3 rounds, 3 runs, 1G, the fsync-every-32 job. Needs root.
+#
+# Example: bench/ab.sh old=/tmp/old/snapdisk new=build/cli/snapdisk pt
+set -euo pipefail
+
+rounds=3 runs=3 size=1G job="--rw=randwrite --bs=4k --fsync=32"
+targets=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --size) size="$2"; shift 2 ;;
+    --job) job="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+[[ ${#targets[@]} -gt 0 ]] || { echo "ab.sh: name at least one target (LABEL=BINARY or pt); see --help" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || { echo "ab.sh: needs root (drop_caches, FUSE mounts)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/snapdisk-ab.XXXXXX)
+mnt="$work/mnt"
+cleanup() {
+  mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pt_bin=""
+for t in "${targets[@]}"; do
+  [[ "$t" == pt ]] || continue
+  examples=/usr/share/doc/libfuse3-dev/examples
+  src="$work/passthrough_ll.c"
+  if [[ -f $examples/passthrough_ll.c ]]; then cp "$examples/passthrough_ll.c" "$src"; else zcat "$examples/passthrough_ll.c.gz" >"$src"; fi
+  cc -O2 -DHAVE_COPY_FILE_RANGE -DHAVE_FALLOCATE -DHAVE_POSIX_FALLOCATE -DHAVE_SETXATTR \
+    $(pkg-config --cflags fuse3) "$src" $(pkg-config --libs fuse3) -lpthread -o "$work/passthrough_ll"
+  pt_bin="$work/passthrough_ll"
+done
+
+wait_mounted() {
+  for _ in $(seq 100); do mountpoint -q "$mnt" && return 0; sleep 0.1; done
+  echo "ab.sh: $1 did not mount $mnt within 10 s" >&2
+  exit 1
+}
+
+results="$work/results"
+: >"$results"
+for ((r = 1; r <= rounds; r++)); do
+  for t in "${targets[@]}"; do
+    label="${t%%=*}"
+    mkdir -p "$mnt"
+    if [[ "$t" == pt ]]; then
+      rm -rf "$work/src" && mkdir -p "$work/src"
+      "$pt_bin" -f -o source="$work/src" "$mnt" >"$work/daemon.log" 2>&1 &
+    else
+      rm -rf "$work/store"
+      "${t#*=}" mount "$work/store" "$mnt" -f >"$work/daemon.log" 2>&1 &
+    fi
+    wait_mounted "$label"
+    img="$mnt/disk.img"
+    truncate -s "$size" "$img"
+    fio --name=fill --filename="$img" --size="$size" --ioengine=psync --rw=write --bs=1M \
+      --end_fsync=1 --output=/dev/null
+    for ((i = 1; i <= runs; i++)); do
+      sync; echo 3 >/proc/sys/vm/drop_caches
+      # shellcheck disable=SC2086  # $job is a list of fio arguments
+      fio --name=job --filename="$img" --size="$size" --ioengine=psync --direct=0 --iodepth=1 \
+        --fallocate=none $job --time_based --runtime=4 --output-format=json --output="$work/o.json"
+      python3 - "$label" "$work/o.json" <<'EOF' | tee -a "$results"
+import json, sys
+label, path = sys.argv[1], sys.argv[2]
+txt = open(path).read()
+j = json.loads(txt[txt.index("{"):])["jobs"][0]
+w, s = j["write"], j.get("sync", {})
+sync = s.get("lat_ns", {}).get("mean", 0) / 1000
+print(f"{label} {w['iops']:.0f} {w['lat_ns']['mean'] / 1000:.1f} {sync:.0f}")
+EOF
+    done
+    fusermount3 -u "$mnt"
+    wait
+  done
+done
+echo "medians (label: IOPS, write latency µs, sync latency µs):"
+python3 - "$results" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, *vals = line.split()
+    rows.setdefault(label, []).append([float(v) for v in vals])
+for label, vals in rows.items():
+    med = [statistics.median(col) for col in zip(*vals)]
+    print(f"  {label}: {med[0]:,.0f} IOPS, write {med[1]:.1f} µs, sync {med[2]:.0f} µs (n={len(vals)})")
+EOF
