@@ -6,7 +6,7 @@
 #
 #   bench/ab.sh [--rounds N] [--runs N] [--size SIZE] [--job 'FIO ARGS'] LABEL=BINARY...
 #
-# Each round starts every target once, in order: a fresh store (or source
+# Each round starts every target once (the first rotates): a fresh store (or source
 # directory), a SIZE image written sequentially with end_fsync, then --runs
 # runs of the job (4 s, time-based, buffered psync, QD1). LABEL=pt stands for
 # passthrough_ll (built here from libfuse3-dev's example). Prints one line a
@@ -42,12 +42,7 @@ trap cleanup EXIT
 pt_bin=""
 for t in "${targets[@]}"; do
   [[ "$t" == pt ]] || continue
-  examples=/usr/share/doc/libfuse3-dev/examples
-  src="$work/passthrough_ll.c"
-  if [[ -f $examples/passthrough_ll.c ]]; then cp "$examples/passthrough_ll.c" "$src"; else zcat "$examples/passthrough_ll.c.gz" >"$src"; fi
-  cc -O2 -DHAVE_COPY_FILE_RANGE -DHAVE_FALLOCATE -DHAVE_POSIX_FALLOCATE -DHAVE_SETXATTR \
-    $(pkg-config --cflags fuse3) "$src" $(pkg-config --libs fuse3) -lpthread -o "$work/passthrough_ll"
-  pt_bin="$work/passthrough_ll"
+  pt_bin=$(bash "$(dirname "${BASH_SOURCE[0]}")/build-passthrough.sh" "$work") || exit 1
 done
 
 wait_mounted() {
@@ -58,8 +53,10 @@ wait_mounted() {
 
 results="$work/results"
 : >"$results"
+n=${#targets[@]}
 for ((r = 1; r <= rounds; r++)); do
-  for t in "${targets[@]}"; do
+  for ((k = 0; k < n; k++)); do
+    t="${targets[$(((k + r - 1) % n))]}"  # the first target rotates from round to round
     label="${t%%=*}"
     mkdir -p "$mnt"
     if [[ "$t" == pt ]]; then

@@ -100,26 +100,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Build libfuse's passthrough_ll example.
-examples=/usr/share/doc/libfuse3-dev/examples
 pt_bin=""
-pt_src=""
-for f in "$examples/passthrough_ll.c" "$examples/passthrough_ll.c.gz"; do
-  [[ -e "$f" ]] && { pt_src=$f; break; }
-done
-if [[ -n "$pt_src" ]]; then
-  mkdir -p "$work/bin" "$work/src"
-  cp "$examples"/*.h "$work/src/" 2>/dev/null || true
-  if [[ "$pt_src" == *.gz ]]; then zcat "$pt_src" >"$work/src/passthrough_ll.c"; else cp "$pt_src" "$work/src/"; fi
-  # shellcheck disable=SC2046
-  if cc -O2 -Wall -DHAVE_COPY_FILE_RANGE -DHAVE_FALLOCATE -DHAVE_POSIX_FALLOCATE -DHAVE_SETXATTR \
-      -I"$work/src" $(pkg-config --cflags fuse3) "$work/src/passthrough_ll.c" \
-      $(pkg-config --libs fuse3) -lpthread -o "$work/bin/passthrough_ll" 2>"$work/pt-build.log"; then
-    pt_bin="$work/bin/passthrough_ll"
-  else
-    echo "run.sh: building passthrough_ll failed: $(tail -3 "$work/pt-build.log")" >&2
-  fi
-else
-  echo "run.sh: $examples/passthrough_ll.c not found (install libfuse3-dev); skipping passthrough_ll" >&2
+if ! pt_bin=$(bash "$here/build-passthrough.sh" "$work"); then
+  echo "run.sh: skipping passthrough_ll" >&2
+  pt_bin=""
 fi
 
 if [[ ! -x "$snapdisk" ]]; then
