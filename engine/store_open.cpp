@@ -160,13 +160,12 @@ Status StoreImpl::OpenStore() {
   pieces_ = block_size_ / kSubBlockSize;
   SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_));
   std::vector<std::string> logged_dirty;
-  SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(path_ + "/data/dirty.log", &logged_dirty));
+  const std::string dirty_log_path = path_ + "/data/dirty.log";
+  SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(dirty_log_path, &logged_dirty));
   {
     struct stat data_st {}, log_st {};
-    dirty_log_flush_shared_ = data_.overwrites_in_place() &&
-                              ::stat((path_ + "/data/blocks.dat").c_str(), &data_st) == 0 &&
-                              ::stat((path_ + "/data/dirty.log").c_str(), &log_st) == 0 &&
-                              data_st.st_dev == log_st.st_dev;
+    dirty_log_flush_shared_ = data_.overwrites_in_place() && ::stat(data_.path().c_str(), &data_st) == 0 &&
+                              ::stat(dirty_log_path.c_str(), &log_st) == 0 && data_st.st_dev == log_st.st_dev;
   }
   std::vector<SealLog::Record> sealed;
   SNAPDISK_RETURN_IF_ERROR(seal_log_.Open(path_ + "/data/sealed.log", &sealed));
