@@ -10,7 +10,8 @@
 # directory), a SIZE image written sequentially with end_fsync, then --runs
 # runs of the job (4 s, time-based, buffered psync, QD1). LABEL=pt stands for
 # passthrough_ll (built here from libfuse3-dev's example). Prints one line a
-# run (IOPS, fio's mean write and sync latency) and medians per label.
+# run (read+write IOPS, fio's mean latency of the job's main direction, mean
+# sync latency) and medians per label.
 # Defaults: 3 rounds, 3 runs, 1G, the fsync-every-32 job. Needs root.
 #
 # Example: bench/ab.sh old=/tmp/old/snapdisk new=build/cli/snapdisk pt
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --job) job="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -81,16 +82,17 @@ import json, sys
 label, path = sys.argv[1], sys.argv[2]
 txt = open(path).read()
 j = json.loads(txt[txt.index("{"):])["jobs"][0]
-w, s = j["write"], j.get("sync", {})
+r, w, s = j["read"], j["write"], j.get("sync", {})
+main = w if w["iops"] >= r["iops"] else r  # the job's direction: its latency is reported
 sync = s.get("lat_ns", {}).get("mean", 0) / 1000
-print(f"{label} {w['iops']:.0f} {w['lat_ns']['mean'] / 1000:.1f} {sync:.0f}")
+print(f"{label} {r['iops'] + w['iops']:.0f} {main['lat_ns']['mean'] / 1000:.1f} {sync:.0f}")
 EOF
     done
     fusermount3 -u "$mnt"
     wait
   done
 done
-echo "medians (label: IOPS, write latency µs, sync latency µs):"
+echo "medians (label: IOPS, read or write latency µs, sync latency µs):"
 python3 - "$results" <<'EOF'
 import statistics, sys
 rows = {}
@@ -99,5 +101,5 @@ for line in open(sys.argv[1]):
     rows.setdefault(label, []).append([float(v) for v in vals])
 for label, vals in rows.items():
     med = [statistics.median(col) for col in zip(*vals)]
-    print(f"  {label}: {med[0]:,.0f} IOPS, write {med[1]:.1f} µs, sync {med[2]:.0f} µs (n={len(vals)})")
+    print(f"  {label}: {med[0]:,.0f} IOPS, latency {med[1]:.1f} µs, sync {med[2]:.0f} µs (n={len(vals)})")
 EOF
