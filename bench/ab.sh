@@ -4,12 +4,16 @@
 # quick way to tell whether a change moves a row of bench/run.sh beyond the
 # noise (the full suite takes ten minutes and runs each job twice).
 #
-#   bench/ab.sh [--rounds N] [--runs N] [--size SIZE] [--job 'FIO ARGS'] LABEL=BINARY...
+#   bench/ab.sh [--rounds N] [--runs N] [--size SIZE] [--job 'FIO ARGS'] [--cpus LIST]
+#               LABEL=BINARY[:OPTS]... [pt] [raw]
 #
 # Each round starts every target once (the first rotates): a fresh store (or source
 # directory), a SIZE image written sequentially with end_fsync, then --runs
-# runs of the job (4 s, time-based, buffered psync, QD1). LABEL=pt stands for
-# passthrough_ll (built here from libfuse3-dev's example). Prints one line a
+# runs of the job (4 s, time-based, buffered psync, QD1). `pt` stands for
+# passthrough_ll (built here from libfuse3-dev's example), `raw` for a file on
+# the host file system; :OPTS after a binary are its -o mount options (e.g.
+# new=build/cli/snapdisk:uring=off). --cpus runs the job's fio under
+# `taskset -c LIST` (the default: wherever the scheduler puts it). Prints one line a
 # run (read+write IOPS, fio's mean latency of the job's main direction, mean
 # sync latency) and medians per label.
 # Defaults: 3 rounds, 3 runs, 1G, the fsync-every-32 job. Needs root.
@@ -17,7 +21,7 @@
 # Example: bench/ab.sh old=/tmp/old/snapdisk new=build/cli/snapdisk pt
 set -euo pipefail
 
-rounds=3 runs=3 size=1G job="--rw=randwrite --bs=4k --fsync=32"
+rounds=3 runs=3 size=1G job="--rw=randwrite --bs=4k --fsync=32" cpus=""
 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -25,7 +29,8 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --job) job="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cpus) cpus="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -60,22 +65,28 @@ for ((r = 1; r <= rounds; r++)); do
     t="${targets[$(((k + r - 1) % n))]}"  # the first target rotates from round to round
     label="${t%%=*}"
     mkdir -p "$mnt"
-    if [[ "$t" == pt ]]; then
+    img="$mnt/disk.img"
+    if [[ "$t" == raw ]]; then
+      rm -rf "$work/src" && mkdir -p "$work/src"
+      img="$work/src/disk.img"
+    elif [[ "$t" == pt ]]; then
       rm -rf "$work/src" && mkdir -p "$work/src"
       "$pt_bin" -f -o source="$work/src" "$mnt" >"$work/daemon.log" 2>&1 &
+      wait_mounted "$label"
     else
       rm -rf "$work/store"
-      "${t#*=}" mount "$work/store" "$mnt" -f >"$work/daemon.log" 2>&1 &
+      spec="${t#*=}" opts=()
+      [[ "$spec" == *:* ]] && opts=(-o "${spec#*:}")
+      "${spec%%:*}" mount "$work/store" "$mnt" -f "${opts[@]}" >"$work/daemon.log" 2>&1 &
+      wait_mounted "$label"
     fi
-    wait_mounted "$label"
-    img="$mnt/disk.img"
     truncate -s "$size" "$img"
     fio --name=fill --filename="$img" --size="$size" --ioengine=psync --rw=write --bs=1M \
       --end_fsync=1 --output=/dev/null
     for ((i = 1; i <= runs; i++)); do
       sync; echo 3 >/proc/sys/vm/drop_caches
       # shellcheck disable=SC2086  # $job is a list of fio arguments
-      fio --name=job --filename="$img" --size="$size" --ioengine=psync --direct=0 --iodepth=1 \
+      ${cpus:+taskset -c "$cpus"} fio --name=job --filename="$img" --size="$size" --ioengine=psync --direct=0 --iodepth=1 \
         --fallocate=none $job --time_based --runtime=4 --output-format=json --output="$work/o.json"
       python3 - "$label" "$work/o.json" <<'EOF' | tee -a "$results"
 import json, sys
@@ -88,7 +99,7 @@ sync = s.get("lat_ns", {}).get("mean", 0) / 1000
 print(f"{label} {r['iops'] + w['iops']:.0f} {main['lat_ns']['mean'] / 1000:.1f} {sync:.0f}")
 EOF
     done
-    fusermount3 -u "$mnt"
+    [[ "$t" == raw ]] || fusermount3 -u "$mnt"
     wait
   done
 done
