@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libfuse3-dev fuse3 librocksdb-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-  libxxhash-dev libabsl-dev libgtest-dev googletest
+  libxxhash-dev libabsl-dev liburing-dev libgtest-dev googletest
   # tools the integration tests and examples drive
   e2fsprogs attr util-linux mount coreutils qemu-utils fio strace kmod
 )

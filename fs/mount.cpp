@@ -20,6 +20,7 @@
 #include "fs/log.h"
 #include "fs/ops.h"
 #include "fs/snapfs.h"
+#include "fs/uring_transport.h"
 #include "snapdisk/options.h"
 #include "snapdisk/store.h"
 
@@ -55,6 +56,7 @@ struct ParsedOptions {
   std::string fuse_options;  // comma-separated, for -o
   Options store;
   FsConfig fs;
+  UringConfig uring;
   bool ok = true;
 };
 
@@ -92,6 +94,32 @@ ParsedOptions ParseOptions(const MountOptions& mount, const std::string& abs_sto
                        static_cast<int>(opt.size()), opt.data());
           parsed.ok = false;
         }
+        continue;
+      }
+      if (opt.starts_with("uring=")) {
+        if (opt == "uring=auto") {
+          parsed.uring.mode = UringConfig::Mode::kAuto;
+        } else if (opt == "uring=on") {
+          parsed.uring.mode = UringConfig::Mode::kOn;
+        } else if (opt == "uring=off") {
+          parsed.uring.mode = UringConfig::Mode::kOff;
+        } else {
+          std::fprintf(stderr, "snapdisk: bad option '%.*s' (uring=auto, uring=on or uring=off)\n",
+                       static_cast<int>(opt.size()), opt.data());
+          parsed.ok = false;
+        }
+        continue;
+      }
+      if (opt.starts_with("uring_threads=")) {
+        char* end = nullptr;
+        std::string digits(opt.substr(std::strlen("uring_threads=")));
+        unsigned long value = std::strtoul(digits.c_str(), &end, 10);
+        if (digits.empty() || *end != '\0' || value == 0 || value > 64) {
+          std::fprintf(stderr, "snapdisk: bad option '%.*s' (uring_threads=1..64)\n",
+                       static_cast<int>(opt.size()), opt.data());
+          parsed.ok = false;
+        }
+        parsed.uring.threads_per_queue = static_cast<unsigned>(value);
         continue;
       }
       parsed.fuse_options += ',';
@@ -173,9 +201,27 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
     fuse_session_destroy(se);
     return 1;
   }
+  // Before the mount: the kernel decides at mount time whether to offer
+  // io_uring, and the rings must exist before it is negotiated.
+  UringTransport transport;
+  if (Status ts = transport.Prepare(parsed.uring); !ts.ok()) {
+    std::fprintf(stderr, "snapdisk: cannot mount %s with uring=on: %s\n", mount.store.c_str(),
+                 ts.message().c_str());
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
   if (fuse_session_mount(se, mount.mountpoint.c_str()) != 0) {
     std::fprintf(stderr, "snapdisk: cannot mount %s on %s (see the message above)\n",
                  mount.store.c_str(), mount.mountpoint.c_str());
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  if (Status ts = transport.Attach(se); !ts.ok()) {
+    std::fprintf(stderr, "snapdisk: cannot mount %s: %s\n", mount.store.c_str(),
+                 ts.message().c_str());
+    fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     return 1;
@@ -197,6 +243,9 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
   control.Stop();  // before the store closes: no request may outlive it
 
   fuse_session_unmount(se);
+  // After the unmount: the kernel has ended every ring entry by now (or
+  // does so at once), so the ring threads are done with their requests.
+  transport.Stop();
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   fs.reset();  // closes handles the kernel never released, before the store goes

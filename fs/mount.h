@@ -16,6 +16,9 @@ struct MountOptions {
   //   block_size=N                 snapdisk: block size of a newly created store
   //   cache=direct|page            snapdisk: live images with direct I/O (default)
   //                                or through the page cache (allows shared mmap)
+  //   uring=auto|on|off            snapdisk: requests over io_uring where the kernel
+  //                                has it (default auto; fs/uring_transport.h)
+  //   uring_threads=N              snapdisk: threads per CPU queue (1-64, default 4)
   //   defaults, auto, noauto, user, nouser, users, owner, group, nofail,
   //   _netdev, x-*, comment=*      fstab/mount(8) bookkeeping: dropped
   //   relatime, nodiratime, strictatime, lazytime, iversion, silent, ...

@@ -16,6 +16,7 @@
 #include "fs/inode.h"
 #include "fs/op_util.h"
 #include "fs/ops.h"
+#include "fs/uring_transport.h"
 
 namespace snapdisk::fs {
 namespace {
@@ -182,21 +183,26 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  std::vector<char>* buffer = nullptr;
+  char* data = nullptr;
   size_t got = 0;
   // A reference of our own: after the reply below the file may be released.
   std::shared_ptr<ImageHandle> handle = FileOf(fi)->image;
   int err = RunOp("read", ino, "", [&] {
     if (off < 0) return Status::InvalidArgument("negative offset");
-    buffer = &ReadBuffer();
-    if (buffer->size() < size) buffer->resize(size);
-    return handle->Read(static_cast<uint64_t>(off), size, buffer->data(), &got);
+    // Over io_uring the data goes straight into the ring entry's buffer.
+    data = RingReplyBuffer(size);
+    if (data == nullptr) {
+      std::vector<char>& buffer = ReadBuffer();
+      if (buffer.size() < size) buffer.resize(size);
+      data = buffer.data();
+    }
+    return handle->Read(static_cast<uint64_t>(off), size, data, &got);
   });
   if (err != 0) {
     fuse_reply_err(req, err);
     return;
   }
-  fuse_reply_buf(req, buffer->data(), got);
+  fuse_reply_buf(req, data, got);
   // The reader has its bytes: prefetch what its stream asks for next while
   // it uses them (after the reply, so that this is not on its path).
   handle->ReadAhead();
