@@ -974,6 +974,13 @@ class Bench:
                 self.res.notes.append(sd.stop_note)
             elif sd.exit_s is not None:
                 self.res.notes.append(f"snapdisk exited {sd.exit_s:.1f} s after its unmount")
+            try:
+                with open(sd.logfile, errors="replace") as f:
+                    served = [ln.strip() for ln in f if "serving over" in ln]
+            except OSError:
+                served = []
+            if served:  # the transport each mount used (docs/transport.md)
+                self.res.notes.append("snapdisk transport: " + "; ".join(sorted(set(served))))
             self.res.notes.append("snapdisk daemon log, last lines: `" + tail(sd.logfile, 8).replace("`", "'") + "`")
         self.phase(None)
 
