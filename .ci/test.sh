@@ -82,6 +82,7 @@ if [ "${SNAPDISK_SKIP_TSAN:-0}" != 1 ]; then
   tsan_tests+=':HostileTest.ConcurrentCreationOfOneSnapshotNameHasOneWinner:HostileTest.RmdirOfSnapshotWithOpenFrozenView'
   tsan_tests+=':HostileTest.UnlinkOfAnOpenImage:ClonesTest.CopyFileRangeWithUnalignedRanges'
   tsan_tests+=':CliTest.GroupSnapshotThroughXattrAndCli:SnapshotCacheTest.*'
+  tsan_tests+=':TransportTest.ConcurrentVerifiedIo*:TransportTest.DevFuseTransportServesEverythingWithUringOff'
   TSAN_OPTIONS=$tsan_options SNAPDISK_BIN="$tsan_abs/cli/snapdisk" \
     "$build_dir/tests/integration/integration_tests" --gtest_brief=1 --gtest_filter="$tsan_tests" ||
     tsan_status=$?
