@@ -42,7 +42,7 @@ class TransportTest : public MountFixture {
     const std::string job = "fio --name=mix --filename=" + QP(image) +
                             " --ioengine=psync --rw=randwrite --bsrange=4k-1m --numjobs=4 "
                             "--size=16m --offset_increment=16m --cpus_allowed_policy=split "
-                            "--verify=crc32c --verify_fatal=1 --group_reporting "
+                            "--verify=crc32c --verify_fatal=1 --verify_state_save=0 --group_reporting "
                             "--output=/dev/null";
     ASSERT_RUN_OK(job);
     ASSERT_RUN_OK(job + " --verify_only=1");
