@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +54,37 @@ std::string EscapeOptionValue(std::string_view value) {
   return out;
 }
 
+// Says on stderr why `opt` is refused; returns false (for ParsedOptions::ok).
+bool BadOption(std::string_view opt, std::string_view hint) {
+  std::fprintf(stderr, "snapdisk: bad option '%.*s'%s%.*s%s\n", static_cast<int>(opt.size()),
+               opt.data(), hint.empty() ? "" : " (", static_cast<int>(hint.size()), hint.data(),
+               hint.empty() ? "" : ")");
+  return false;
+}
+
+// The N of NAME=N if it is a number in [lo, hi] (strtoul's `base`).
+std::optional<unsigned long> NumberOption(std::string_view opt, int base, unsigned long lo,
+                                          unsigned long hi) {
+  std::string digits(opt.substr(opt.find('=') + 1));
+  char* end = nullptr;
+  errno = 0;
+  unsigned long value = std::strtoul(digits.c_str(), &end, base);
+  if (digits.empty() || *end != '\0' || errno != 0 || value < lo || value > hi) return std::nullopt;
+  return value;
+}
+
+// Which of `values` the VALUE of NAME=VALUE is.
+std::optional<size_t> ChoiceOption(std::string_view opt,
+                                   std::initializer_list<std::string_view> values) {
+  std::string_view value = opt.substr(opt.find('=') + 1);
+  size_t i = 0;
+  for (std::string_view v : values) {
+    if (v == value) return i;
+    ++i;
+  }
+  return std::nullopt;
+}
+
 struct ParsedOptions {
   std::string fuse_options;  // comma-separated, for -o
   Options store;
@@ -73,53 +106,29 @@ ParsedOptions ParseOptions(const MountOptions& mount, const std::string& abs_sto
       start = comma + 1;
       if (opt.empty() || IsDroppedOption(opt)) continue;
       if (opt.starts_with("block_size=")) {
-        char* end = nullptr;
-        std::string digits(opt.substr(std::strlen("block_size=")));
-        unsigned long value = std::strtoul(digits.c_str(), &end, 0);
-        if (digits.empty() || *end != '\0' || value == 0 || value > (1ul << 30)) {
-          std::fprintf(stderr, "snapdisk: bad option '%.*s'\n", static_cast<int>(opt.size()),
-                       opt.data());
-          parsed.ok = false;
-        }
-        parsed.store.block_size = static_cast<uint32_t>(value);
+        auto value = NumberOption(opt, 0, 1, 1ul << 30);
+        if (!value) parsed.ok = BadOption(opt, "");
+        parsed.store.block_size = static_cast<uint32_t>(value.value_or(0));
         continue;
       }
       if (opt.starts_with("cache=")) {
-        if (opt == "cache=direct") {
-          parsed.fs.live_direct_io = true;
-        } else if (opt == "cache=page") {
-          parsed.fs.live_direct_io = false;
-        } else {
-          std::fprintf(stderr, "snapdisk: bad option '%.*s' (cache=direct or cache=page)\n",
-                       static_cast<int>(opt.size()), opt.data());
-          parsed.ok = false;
-        }
+        auto choice = ChoiceOption(opt, {"direct", "page"});
+        if (!choice) parsed.ok = BadOption(opt, "cache=direct or cache=page");
+        parsed.fs.live_direct_io = choice.value_or(0) == 0;
         continue;
       }
       if (opt.starts_with("uring=")) {
-        if (opt == "uring=auto") {
-          parsed.uring.mode = UringConfig::Mode::kAuto;
-        } else if (opt == "uring=on") {
-          parsed.uring.mode = UringConfig::Mode::kOn;
-        } else if (opt == "uring=off") {
-          parsed.uring.mode = UringConfig::Mode::kOff;
-        } else {
-          std::fprintf(stderr, "snapdisk: bad option '%.*s' (uring=auto, uring=on or uring=off)\n",
-                       static_cast<int>(opt.size()), opt.data());
-          parsed.ok = false;
-        }
+        static constexpr UringConfig::Mode kModes[] = {
+            UringConfig::Mode::kAuto, UringConfig::Mode::kOn, UringConfig::Mode::kOff};
+        auto choice = ChoiceOption(opt, {"auto", "on", "off"});
+        if (!choice) parsed.ok = BadOption(opt, "uring=auto, uring=on or uring=off");
+        parsed.uring.mode = kModes[choice.value_or(0)];
         continue;
       }
       if (opt.starts_with("uring_threads=")) {
-        char* end = nullptr;
-        std::string digits(opt.substr(std::strlen("uring_threads=")));
-        unsigned long value = std::strtoul(digits.c_str(), &end, 10);
-        if (digits.empty() || *end != '\0' || value == 0 || value > 64) {
-          std::fprintf(stderr, "snapdisk: bad option '%.*s' (uring_threads=1..64)\n",
-                       static_cast<int>(opt.size()), opt.data());
-          parsed.ok = false;
-        }
-        parsed.uring.threads_per_queue = static_cast<unsigned>(value);
+        auto value = NumberOption(opt, 10, 1, 64);
+        if (!value) parsed.ok = BadOption(opt, "uring_threads=1..64");
+        parsed.uring.threads_per_queue = static_cast<unsigned>(value.value_or(1));
         continue;
       }
       parsed.fuse_options += ',';

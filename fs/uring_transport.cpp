@@ -551,8 +551,6 @@ void UringTransport::Stop() {
   if (impl_) impl_->Stop();
 }
 
-std::string UringTransport::Describe() const { return impl_->Describe(); }
-
 char* RingReplyBuffer(size_t size) {
   UringTransport::Impl::Worker* w = t_serving;
   return w == nullptr ? nullptr : w->ReplyBuffer(size);

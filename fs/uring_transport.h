@@ -33,7 +33,6 @@
 
 #include <cstddef>
 #include <memory>
-#include <string>
 
 #include "fs/fuse.h"
 #include "snapdisk/status.h"
@@ -67,9 +66,6 @@ class UringTransport {
   // offered: it is a plain pass-through then).
   [[nodiscard]] Status Attach(fuse_session* se);
   void Stop();
-
-  // "io_uring (Q queues x T threads)" or "/dev/fuse"; for the log.
-  std::string Describe() const;
 
   class Impl;
 
