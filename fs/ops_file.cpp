@@ -196,6 +196,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
       if (buffer.size() < size) buffer.resize(size);
       data = buffer.data();
     }
+    NoteRingWork(RingWork::kMayWaitForDisk);
     return handle->Read(static_cast<uint64_t>(off), size, data, &got);
   });
   if (err != 0) {
@@ -214,6 +215,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
     if (TypeOf(ino) != InodeType::kLive) return Status::ReadOnly("a frozen view cannot be written");
     if (off < 0) return Status::InvalidArgument("negative offset");
     OpenFile* file = FileOf(fi);
+    NoteRingWork(RingWork::kCpu);
     SNAPDISK_RETURN_IF_ERROR(file->image->Write(static_cast<uint64_t>(off), buf, size));
     return StampMtime(FsOf(req), IdOf(ino), file);
   });

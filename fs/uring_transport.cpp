@@ -122,6 +122,7 @@ class UringTransport::Impl {
   int fd() const { return fd_; }
   int stop_fd() const { return stop_fd_; }
   size_t payload_size() const { return payload_size_; }
+  const cpu_set_t& float_cpus() const { return float_cpus_; }
 
   // Ring threads: wait for the go (INIT negotiated) or the stop.
   bool WaitForGo();
@@ -143,6 +144,7 @@ class UringTransport::Impl {
   std::atomic<bool> kernel_offered_{false};
   std::atomic<bool> negotiated_{false};
   size_t payload_size_ = 0;  // written before the go, read by workers after it
+  cpu_set_t float_cpus_{};   // the CPUs the daemon may use; set before the workers start
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -175,6 +177,9 @@ class UringTransport::Impl::Worker {
     if (thread_.joinable()) thread_.join();
   }
 
+  // Pins this thread to its queue's CPU (CPU work) or lets it float (work
+  // that may wait for the disk); a system call only when that changes.
+  void Place(RingWork work);
   char* ReplyBuffer(size_t size) const { return size <= payload_cap_ ? payload_ : nullptr; }
   // libfuse's reply to the request this thread is serving, if `iov` is it.
   bool OwnsReply(const iovec* iov, int count) const {
@@ -202,6 +207,7 @@ class UringTransport::Impl::Worker {
   iovec iov_[2]{};
   uint64_t unique_ = 0;  // the request being served
   bool replied_ = false;
+  bool pinned_ = false;  // to CPU qid_; else free to run on any CPU of float_cpus_
 };
 
 io_uring_sqe* UringTransport::Impl::Worker::Sqe() {
@@ -303,16 +309,27 @@ void UringTransport::Impl::Worker::Serve() {
   }
 }
 
+void UringTransport::Impl::Worker::Place(RingWork work) {
+  const bool pin = work == RingWork::kCpu;
+  if (pin == pinned_) return;
+  cpu_set_t cpus;
+  if (pin) {
+    CPU_ZERO(&cpus);
+    CPU_SET(qid_, &cpus);
+  } else {
+    cpus = owner_->float_cpus();
+  }
+  if (sched_setaffinity(0, sizeof cpus, &cpus) != 0) {
+    Log(LogLevel::kDebug, "snapdisk: io_uring queue {}: cannot {} CPU {}: {}", qid_,
+        pin ? "pin to" : "unpin from", qid_, std::strerror(errno));
+  }
+  pinned_ = pin;
+}
+
 void UringTransport::Impl::Worker::Run() {
   // Pinned to its queue's CPU: requests of tasks on that CPU come here, and
   // serving them there is the point (a local wakeup instead of a cross-CPU one).
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  CPU_SET(qid_, &cpus);
-  if (sched_setaffinity(0, sizeof cpus, &cpus) != 0) {
-    Log(LogLevel::kDebug, "snapdisk: io_uring queue {}: cannot pin to CPU {}: {}", qid_, qid_,
-        std::strerror(errno));
-  }
+  Place(RingWork::kCpu);
   io_uring_params params{};
   params.flags = IORING_SETUP_SQE128;
   int rc = io_uring_queue_init_params(4, &ring_, &params);
@@ -386,6 +403,9 @@ Status UringTransport::Impl::Prepare(const UringConfig& config) {
   queues_ = CountPossibleCpus();
   if (queues_ == 0 || queues_ > 4096) {
     return unavailable(Status::NotSupported(std::string("cannot count CPUs in ") + kPossibleCpus));
+  }
+  if (sched_getaffinity(0, sizeof float_cpus_, &float_cpus_) != 0) {
+    return unavailable(Status::IOError(std::string("sched_getaffinity: ") + std::strerror(errno)));
   }
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) return unavailable(Status::IOError(std::strerror(errno)));
@@ -549,6 +569,10 @@ Status UringTransport::Attach(fuse_session* se) {
 
 void UringTransport::Stop() {
   if (impl_) impl_->Stop();
+}
+
+void NoteRingWork(RingWork work) {
+  if (UringTransport::Impl::Worker* w = t_serving) w->Place(work);
 }
 
 char* RingReplyBuffer(size_t size) {
