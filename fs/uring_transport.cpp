@@ -89,6 +89,24 @@ Status EnsureKernelAllowsUring() {
   return Status::OK();
 }
 
+// The kernel orders each reply before every request it causes (an open's
+// reply before the reads of the file it opened, a write's before the read
+// that follows it), and it does so through io_uring, where ThreadSanitizer
+// cannot see it: two ring threads share no lock, so the second thread's use of
+// what the first one made looks like a race. The transport tells TSan: a
+// release before each reply is committed, an acquire when a request arrives.
+// (Over /dev/fuse, libfuse's own locks give TSan an order by accident.)
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+char g_kernel_order;
+void KernelOrderRelease() { __tsan_release(&g_kernel_order); }
+void KernelOrderAcquire() { __tsan_acquire(&g_kernel_order); }
+#else
+void KernelOrderRelease() {}
+void KernelOrderAcquire() {}
+#endif
+
 void PrepUringCmd(io_uring_sqe* sqe, int fd, abi::Cmd cmd, uint16_t qid, uint64_t commit_id) {
   std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // a 128-byte SQE (IORING_SETUP_SQE128)
   sqe->opcode = IORING_OP_URING_CMD;
@@ -231,6 +249,7 @@ bool UringTransport::Impl::Worker::Register() {
 bool UringTransport::Impl::Worker::Commit(const fuse_out_header& out, uint32_t payload_sz) {
   std::memcpy(header_.in_out, &out, sizeof out);
   header_.ring_ent_in_out.payload_sz = payload_sz;
+  KernelOrderRelease();
   io_uring_sqe* sqe = Sqe();
   if (sqe == nullptr) return false;
   PrepUringCmd(sqe, owner_->fd(), abi::kCmdCommitAndFetch, qid_, header_.ring_ent_in_out.commit_id);
@@ -374,6 +393,7 @@ void UringTransport::Impl::Worker::Run() {
     io_uring_cqe_seen(&ring_, cqe);
     if (tag == kStopTag) break;
     if (res == 0) {
+      KernelOrderAcquire();
       Serve();
       continue;
     }
