@@ -2,7 +2,8 @@
 # snapdisk benchmark: the same fio jobs, interleaved, on a raw sparse file,
 # libfuse's passthrough_ll, a qemu-storage-daemon qcow2 FUSE export and snapdisk,
 # plus snapshot latency / write stall / clone / snapshot space / RSS / 10k
-# snapshots. Writes bench/results/<date>-<rev>.md (or quick-*.md with --quick).
+# snapshots. Writes bench/results/<date>-<rev>.md (quick-*.md with --quick,
+# partial-*.md with --only).
 #
 #   bench/run.sh [--quick] [--out DIR] [--snapdisk BIN] [--snapdisk-opts OPTS]
 #                [--rounds N] [--runtime SECONDS] [--only fio,clone,space,latency,many]
