@@ -1209,7 +1209,7 @@ def report(b, meta):
         f"- Many snapshots: a {a.many_image // MiB} MiB fully written image; at 1 snapshot and again at "
         f"{many:,} snapshots (each created after one 4k random write), {a.snapshots}× (mkdir + rmdir of a probe "
         "snapshot), then `ls -l` of the snapshot folder (cold) and cold fio seq reads (1M) of the live image: "
-        "3 at 1 snapshot; at 10,000, 5 that alternate with reads of a twin image written the same way and left "
+        f"3 at 1 snapshot; at {many:,}, 5 that alternate with reads of a twin image written the same way and left "
         "at 1 snapshot, which is the baseline of the bar (medians; one read or pair if a read takes over 5 s).")
     lines.append("- Ratios are snapdisk's figure divided by the peer's, whatever the unit (for times and sizes, "
                  "lower is better).\n")
