@@ -785,9 +785,11 @@ class Bench:
     def snap_lat(self, t, tag, take, path, span, store_as=None):
         a = self.a
         key = store_as or t.key
+        state = {}
         for mode in ("idle", "load"):
             def do(mode=mode):
                 os.sync()
+                state["psi"] = psi10()
                 return snaplat.snapshot_latency(
                     take, f"{tag}-{mode}", a.snapshots,
                     load_path=path if mode == "load" else None, load_span=span,
@@ -817,7 +819,8 @@ class Bench:
             if r.get("error"):
                 self.res.notes.append(f"{t.label} {tag} {mode}: {r['error']} after {r['n']} snapshots")
             line = (f"{t.label} {tag} {mode}: n={r['n']} p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
-                    f"max {r['max_ms']:.3f} ms{extra}")
+                    f"max {r['max_ms']:.3f} ms{extra}; pressure (PSI some avg10, cpu / io) at the start: "
+                    f"{state.get('psi', '?')}")
             log("  " + line)
             self.res.notes.append("snapshot latency, " + line)
 
@@ -1253,15 +1256,20 @@ def report(b, meta):
     return "\n".join(lines), verdicts, table
 
 
-def psi():
+def psi(field=2):
+    """"cpu% / io%" of /proc/pressure's "some" line: field 2 is avg60, 1 avg10."""
     out = []
     for k in ("cpu", "io"):
         try:
             with open(f"/proc/pressure/{k}") as f:
-                out.append(f.readline().split()[2].split("=")[1] + "%")
+                out.append(f.readline().split()[field].split("=")[1] + "%")
         except (OSError, IndexError):
             out.append("?")
     return " / ".join(out)
+
+
+def psi10():
+    return psi(1)
 
 
 def metadata(a, duration):
