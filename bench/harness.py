@@ -1397,8 +1397,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     # Only full runs get a plain name (and are the ones to commit): a quick
-    # run, or one limited by --only, says so in its name.
-    partial = a.only_set != {"fio", "clone", "space", "latency", "many"}
+    # run, or one limited by --only or interrupted, says so in its name.
+    partial = interrupted or a.only_set != {"fio", "clone", "space", "latency", "many"}
     name = ("quick-" if a.quick else "partial-" if partial else "") + f"{stamp}-{meta['rev']}.md"
     path = os.path.join(a.out, name)
     with open(path, "w") as f:
