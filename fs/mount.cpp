@@ -210,30 +210,31 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
     fuse_session_destroy(se);
     return 1;
   }
+  // Undoes the session's set-up when a later step fails (the caller has
+  // said why on stderr): the exit status of a failed mount.
+  auto give_up = [se](bool mounted) {
+    if (mounted) fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  };
   // Before the mount: the kernel decides at mount time whether to offer
   // io_uring, and the rings must exist before it is negotiated.
   UringTransport transport;
   if (Status ts = transport.Prepare(parsed.uring); !ts.ok()) {
     std::fprintf(stderr, "snapdisk: cannot mount %s with uring=on: %s\n", mount.store.c_str(),
                  ts.message().c_str());
-    fuse_remove_signal_handlers(se);
-    fuse_session_destroy(se);
-    return 1;
+    return give_up(false);
   }
   if (fuse_session_mount(se, mount.mountpoint.c_str()) != 0) {
     std::fprintf(stderr, "snapdisk: cannot mount %s on %s (see the message above)\n",
                  mount.store.c_str(), mount.mountpoint.c_str());
-    fuse_remove_signal_handlers(se);
-    fuse_session_destroy(se);
-    return 1;
+    return give_up(false);
   }
   if (Status ts = transport.Attach(se); !ts.ok()) {
     std::fprintf(stderr, "snapdisk: cannot mount %s: %s\n", mount.store.c_str(),
                  ts.message().c_str());
-    fuse_session_unmount(se);
-    fuse_remove_signal_handlers(se);
-    fuse_session_destroy(se);
-    return 1;
+    return give_up(true);
   }
   if (parent != nullptr) {
     BecomeDaemon();
