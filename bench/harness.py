@@ -26,6 +26,7 @@ from snaplat import percentile, median  # noqa: E402
 GiB = 1 << 30
 MiB = 1 << 20
 T0 = time.monotonic()
+PHASES = ("fio", "clone", "space", "latency", "many")  # in the order they run; --only picks some
 
 
 def log(msg):
@@ -789,7 +790,7 @@ class Bench:
         for mode in ("idle", "load"):
             def do(mode=mode):
                 os.sync()
-                state["psi"] = psi10()
+                state["psi"] = psi(1)  # avg10: the last seconds before the series
                 return snaplat.snapshot_latency(
                     take, f"{tag}-{mode}", a.snapshots,
                     load_path=path if mode == "load" else None, load_span=span,
@@ -909,11 +910,11 @@ class Bench:
             self.res.add(f"many_ls_{label}", t.key, ls_ms)
             # Cold seq reads of the live image; at N, alternately with the twin.
             reads, twin_reads = [], []
-            rounds = 5 if label == "N" else 3
-            for _ in range(rounds):
-                for p, out, tag in ((twin_path, twin_reads, "twin"), (path, reads, label)):
-                    if out is twin_reads and label != "N":
-                        continue
+            targets = [(path, reads, label)]
+            if label == "N":
+                targets.insert(0, (twin_path, twin_reads, "twin"))
+            for _ in range(5 if label == "N" else 3):
+                for p, out, tag in targets:
                     drop_caches()
                     out.append(fio(p, size, ["--rw=read", "--bs=1M"], 0, False, self.fio_dir,
                                    f"many-read-{tag}")["MiB/s"])
@@ -1268,10 +1269,6 @@ def psi(field=2):
     return " / ".join(out)
 
 
-def psi10():
-    return psi(1)
-
-
 def metadata(a, duration):
     def first(cmd):
         return sh_out(cmd).splitlines()[0] if sh_out(cmd) else "?"
@@ -1337,7 +1334,7 @@ def main():
     p.add_argument("--image-size-gib", type=int)
     p.add_argument("--snapshots", type=int)
     p.add_argument("--many", type=int)
-    p.add_argument("--only", default="", help="comma list of phases: fio,clone,space,latency,many")
+    p.add_argument("--only", default="", help="comma list of phases: " + ",".join(PHASES))
     p.add_argument("--budget", type=float, help="seconds; fewer fio rounds / no 32 GiB part if short (0: no limit)")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
@@ -1355,7 +1352,7 @@ def main():
     a.reserve = 120 if a.quick else 420  # seconds the phases after fio need (estimate)
     a.load_start = sh_out("cut -d' ' -f1-3 /proc/loadavg")
     a.psi_start = psi()
-    only = set(x for x in a.only.split(",") if x) or {"fio", "clone", "space", "latency", "many"}
+    only = set(x for x in a.only.split(",") if x) or set(PHASES)
     a.only_set = only
 
     def stop_signal(signum, frame):
@@ -1398,7 +1395,7 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     # Only full runs get a plain name (and are the ones to commit): a quick
     # run, or one limited by --only or interrupted, says so in its name.
-    partial = interrupted or a.only_set != {"fio", "clone", "space", "latency", "many"}
+    partial = interrupted or a.only_set != set(PHASES)
     name = ("quick-" if a.quick else "partial-" if partial else "") + f"{stamp}-{meta['rev']}.md"
     path = os.path.join(a.out, name)
     with open(path, "w") as f:
