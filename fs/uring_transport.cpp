@@ -187,7 +187,7 @@ class UringTransport::Impl::Worker {
  public:
   Worker(Impl* owner, uint16_t qid) : owner_(owner), qid_(qid) {}
   ~Worker() {
-    if (thread_.joinable()) thread_.join();
+    Join();
     std::free(area_);
   }
   void Start() { thread_ = std::thread([this] { Run(); }); }
