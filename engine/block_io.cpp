@@ -343,6 +343,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     cache.inflight_blocks.clear();
     cache.pending_entries = 0;
     cache.gen = live_gen;
+    cache.complete = img.FreshGen(live_gen);
   }
   // A cached entry is updated in place (no copy: this is the 4 KiB write
   // path); every failure before the data write leaves it untouched, and a
@@ -355,7 +356,8 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   ImageState::CachedRecord& entry = cached ? hit->second : fresh;
   bool exists = cached;
   if (!cached) {
-    SNAPDISK_RETURN_IF_ERROR(ReadVersion(keys::Version(img.id, block, live_gen), &entry.rec, &exists));
+    if (!cache.complete)
+      SNAPDISK_RETURN_IF_ERROR(ReadVersion(keys::Version(img.id, block, live_gen), &entry.rec, &exists));
     entry.indexed = exists;
   }
   VersionRecord& rec = entry.rec;
@@ -473,6 +475,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     // Evict what the index already has; pending entries stay (WriteRange
     // flushes the image when too many are pending).
     absl::erase_if(cache.records, [](const auto& kv) { return kv.second.pending == 0; });
+    cache.complete = false;  // the index alone has those now
   }
   cache.records.emplace(block, std::move(fresh));
   return io;
@@ -610,6 +613,7 @@ Status StoreImpl::SealLiveCache(ImageState& img, uint64_t gen, std::shared_ptr<c
     moved_pending += cache.pending_entries;
     batch->records[s] = std::move(cache.records);
     cache.records.clear();
+    cache.complete = false;
     cache.pending_blocks.clear();
     cache.inflight_blocks.clear();
     cache.pending_entries = 0;
@@ -630,6 +634,7 @@ void StoreImpl::UnsealLiveCache(ImageState& img, const std::shared_ptr<const Ima
     std::lock_guard l(img.stripes[s]);
     ImageState::LiveCache& cache = img.live_cache[s];
     cache.gen = batch->gen;
+    cache.complete = false;  // whatever was evicted before the seal is in the index only
     cache.records = batch->records[s];  // a copy: readers may still hold the batch
     cache.pending_blocks.clear();
     for (const auto& [block, entry] : cache.records)

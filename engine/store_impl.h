@@ -101,6 +101,12 @@ struct ImageState {
     // Entries with pending != 0, including those a flush under way has
     // taken out of pending_blocks but not yet marked indexed.
     uint64_t pending_entries = 0;
+    // Every version of `gen` in this stripe that exists is in `records`:
+    // the generation began in this process (FreshGen) after this cache was
+    // last reset, and nothing has been evicted since. A miss then needs no
+    // index lookup: right after a snapshot, each block's first write in the
+    // new generation asked RocksDB for a version that cannot be there.
+    bool complete = false;
   };
   std::array<LiveCache, kStripes> live_cache;
   static constexpr size_t kLiveCachePerStripe = 2048;
@@ -149,9 +155,17 @@ struct ImageState {
   }
   void Publish(std::shared_ptr<const ImageView> v) {
     std::lock_guard l(view_mu);
+    // A later live generation than the one this state was opened with was
+    // started here, under an exclusive io_mu: generations only grow, so
+    // the index has no version of it but those this process's writes put
+    // there, all through the live caches.
+    if (view && v->live_gen > view->live_gen) fresh_gen_.store(v->live_gen, std::memory_order_release);
     live_gen_.store(v->live_gen, std::memory_order_release);
     view = std::move(v);
   }
+  // Whether `gen` is a generation this process started (see Publish).
+  // Exact for a caller holding io_mu, like LiveGen.
+  bool FreshGen(uint64_t gen) const { return gen != 0 && fresh_gen_.load(std::memory_order_acquire) == gen; }
   // View()->live_gen without the lock and the shared_ptr copy (every read
   // and write of the live image asks). Exact for a caller holding io_mu,
   // which every generation change holds exclusively.
@@ -197,6 +211,7 @@ struct ImageState {
   mutable std::mutex view_mu;
   std::shared_ptr<const ImageView> view;
   std::atomic<uint64_t> live_gen_{1};  // view->live_gen
+  std::atomic<uint64_t> fresh_gen_{0};  // the newest live generation started by Publish (0: none)
   SealedList sealed;                    // guarded by view_mu
   std::atomic<size_t> sealed_count{0};  // sealed.size(), for a lock-free "none"
 };

@@ -491,5 +491,51 @@ TEST_F(SnapshotTest, FailedSnapshotLeavesUnindexedWritesLive) {
   EXPECT_EQ(ReadAll(img, s1.id), Pattern(MiB, 0, 1));
 }
 
+// After a snapshot, a block's first write in the new generation does not
+// ask the index for a version of that generation (there can be none but the
+// live cache's). Once the cache has evicted entries, the index may hold one:
+// here block 0's first piece, indexed, then evicted by 2,100 other blocks of
+// its stripe. The next write to block 0 must find that piece, not start an
+// empty version over it.
+TEST_F(SnapshotTest, WriteAfterSnapshotFindsItsGenerationOnceTheCacheEvicted) {
+  NodeId img = MakeImage("vm.img");
+  auto h = OpenLive(img);
+  const std::string base = Pattern(64 * KiB, 0, 1);
+  ASSERT_OK(WriteStr(h.get(), 0, base));
+  SnapshotInfo s1;
+  ASSERT_OK(store_->CreateSnapshot(img, "s1", &s1));
+  const std::string a = Pattern(4 * KiB, 0, 2), b = Pattern(4 * KiB, 8 * KiB, 3);
+  ASSERT_OK(WriteStr(h.get(), 0, a));
+  ASSERT_OK(h->Sync());
+  // Blocks 64, 128, ... share block 0's stripe (64 stripes).
+  constexpr uint64_t kStride = 64 * 64 * KiB;
+  const std::string filler = Pattern(4 * KiB, 0, 4);
+  for (uint64_t k = 1; k <= 2100; ++k) {
+    ASSERT_OK(WriteStr(h.get(), k * kStride, filler));
+    if (k % 500 == 0) {
+      ASSERT_OK(h->Sync());  // clean entries, which the cache may evict
+    }
+  }
+  ASSERT_OK(WriteStr(h.get(), 8 * KiB, b));
+  std::string want = base;
+  want.replace(0, a.size(), a);
+  want.replace(8 * KiB, b.size(), b);
+  std::string got;
+  ASSERT_OK(ReadStr(h.get(), 0, 64 * KiB, &got));
+  EXPECT_BYTES_EQ(got, want, 0);
+  ASSERT_OK(ReadStr(h.get(), 2100 * kStride, 4 * KiB, &got));
+  EXPECT_BYTES_EQ(got, filler, 2100 * kStride);
+  ASSERT_OK(h->Sync());
+  h.reset();
+  Reopen();
+  h = OpenLive(img);
+  ASSERT_OK(ReadStr(h.get(), 0, 64 * KiB, &got));
+  EXPECT_BYTES_EQ(got, want, 0);
+  std::string old;
+  auto sh = OpenSnap(img, s1.id);
+  ASSERT_OK(ReadStr(sh.get(), 0, 64 * KiB, &old));
+  EXPECT_BYTES_EQ(old, base, 0);
+}
+
 }  // namespace
 }  // namespace snapdisk::test
