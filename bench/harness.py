@@ -642,6 +642,9 @@ class Bench:
             shutil.rmtree(t.dir, ignore_errors=True)
             if t.ok:
                 t.error = "stopped"  # no further use
+        line = wait_io_quiet("after deleting the peers' files")
+        log("  " + line)
+        self.res.notes.append(line)
 
     def fill(self, path, size, tag):
         drop_caches()
@@ -790,6 +793,7 @@ class Bench:
         for mode in ("idle", "load"):
             def do(mode=mode):
                 os.sync()
+                state["settle"] = wait_io_quiet("before the series", max_s=60)
                 state["psi"] = psi(1)  # avg10: the last seconds before the series
                 return snaplat.snapshot_latency(
                     take, f"{tag}-{mode}", a.snapshots,
@@ -821,7 +825,7 @@ class Bench:
                 self.res.notes.append(f"{t.label} {tag} {mode}: {r['error']} after {r['n']} snapshots")
             line = (f"{t.label} {tag} {mode}: n={r['n']} p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
                     f"max {r['max_ms']:.3f} ms{extra}; pressure (PSI some avg10, cpu / io) at the start: "
-                    f"{state.get('psi', '?')}")
+                    f"{state.get('psi', '?')}; {state.get('settle', '')}")
             log("  " + line)
             self.res.notes.append("snapshot latency, " + line)
 
@@ -1214,7 +1218,9 @@ def report(b, meta):
         "with 1 GiB (and 32 GiB) written; p50/p99 by nearest rank. \"Under load\" = a separate process doing "
         "4k pwrite()s at random offsets of the written range in a loop (no fsync) meanwhile, snapshots 10 ms "
         "apart; the write stall is the longest gap between two write completions that overlaps a snapshot call, "
-        "over all load runs; the noise floor is the longest gap in the 1 s of load before the first snapshot.")
+        "over all load runs; the noise floor is the longest gap in the 1 s of load before the first snapshot. "
+        "Each series starts once I/O has settled (under 5 % of a second stalled on I/O, at most 60 s; "
+        "after the peers' files are deleted, at most 120 s).")
     lines.append(
         "- cp clone: wall time of GNU `cp SRC DST` (snapdisk: SRC is the frozen view of a fresh snapshot, DST a "
         "new image in the mount; passthrough_ll: both in its mount; qemu: the export file copied to the host "
@@ -1285,6 +1291,37 @@ def psi(field=2):
         except (OSError, IndexError):
             out.append("?")
     return " / ".join(out)
+
+
+def io_stall_us():
+    """Microseconds some task stalled on I/O since boot (/proc/pressure/io, "some" total), or None."""
+    try:
+        with open("/proc/pressure/io") as f:
+            return int(f.readline().split()[4].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_io_quiet(what, max_s=120.0, share=0.05):
+    """Waits until, over one second, tasks stalled on I/O less than `share` of it,
+    or max_s passed. Deleting a peer's 4 GiB file on a file system mounted with
+    discard keeps the device busy for up to a minute, and a snapshot series
+    timed meanwhile measured the discards. Returns a line for the notes."""
+    t0 = time.monotonic()
+    last = None
+    while True:
+        a = io_stall_us()
+        if a is None:
+            return f"{what}: no /proc/pressure/io, did not wait for I/O to settle"
+        time.sleep(1.0)
+        b = io_stall_us()
+        last = (b - a) / 1e6
+        waited = time.monotonic() - t0
+        if last < share:
+            return f"{what}: waited {waited:.0f} s for I/O to settle (I/O stall {last * 100:.1f} % of the last second)"
+        if waited >= max_s:
+            return (f"{what}: I/O still busy after {waited:.0f} s (stall {last * 100:.0f} % of the last second); "
+                    "measured anyway")
 
 
 def metadata(a, duration):
