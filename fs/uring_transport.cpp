@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -39,6 +41,15 @@ constexpr uint64_t kStopTag = 2;
 // so that libfuse sees one contiguous request without a copy of its data.
 constexpr size_t kHeaderZone = 4096;
 constexpr int kMaxRegisterRetries = 100;
+
+// Linux 6.15 lets a waiter say its wait is not I/O (io_uring_enter(2)).
+// Without it, each worker's wait for the next request counts as iowait
+// while its ring entry is with the kernel, which is always: the machine
+// showed 99-100 % I/O pressure (/proc/pressure/io "some") and iowait CPU
+// time with an idle device for as long as the store was mounted. Debian's
+// liburing 2.3 predates both values; they are the kernel's ABI.
+constexpr unsigned kFeatNoIowait = 1U << 17;   // IORING_FEAT_NO_IOWAIT
+constexpr unsigned kEnterNoIowait = 1U << 7;   // IORING_ENTER_NO_IOWAIT
 
 // The number of possible CPUs ("0-1", "0-3,8-11"): the kernel keeps one
 // queue per possible CPU and the ring is ready only when each has an entry.
@@ -212,6 +223,8 @@ class UringTransport::Impl::Worker {
   void Serve();
   bool Commit(const fuse_out_header& out, uint32_t payload_sz);
   io_uring_sqe* Sqe();
+  // io_uring_wait_cqe, but not counted as iowait where the kernel allows.
+  int WaitCqe(io_uring_cqe** cqe);
 
   Impl* const owner_;
   const uint16_t qid_;
@@ -226,6 +239,7 @@ class UringTransport::Impl::Worker {
   uint64_t unique_ = 0;  // the request being served
   bool replied_ = false;
   bool pinned_ = false;  // to CPU qid_; else free to run on any CPU of float_cpus_
+  bool no_iowait_ = false;  // the kernel has IORING_FEAT_NO_IOWAIT
 };
 
 io_uring_sqe* UringTransport::Impl::Worker::Sqe() {
@@ -235,6 +249,18 @@ io_uring_sqe* UringTransport::Impl::Worker::Sqe() {
     sqe = io_uring_get_sqe(&ring_);
   }
   return sqe;
+}
+
+int UringTransport::Impl::Worker::WaitCqe(io_uring_cqe** cqe) {
+  if (!no_iowait_) return io_uring_wait_cqe(&ring_, cqe);
+  for (;;) {
+    const int rc = io_uring_peek_cqe(&ring_, cqe);
+    if (rc != -EAGAIN) return rc;
+    // Nothing to submit (Commit and Register submit their own), wait for one.
+    if (syscall(__NR_io_uring_enter, ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | kEnterNoIowait, nullptr,
+                _NSIG / 8) < 0)
+      return -errno;
+  }
 }
 
 bool UringTransport::Impl::Worker::Register() {
@@ -352,6 +378,7 @@ void UringTransport::Impl::Worker::Run() {
   io_uring_params params{};
   params.flags = IORING_SETUP_SQE128;
   int rc = io_uring_queue_init_params(4, &ring_, &params);
+  no_iowait_ = rc == 0 && (params.features & kFeatNoIowait) != 0;
   owner_->ReportReady(rc == 0);
   if (rc != 0) {
     Log(LogLevel::kError, "snapdisk: io_uring queue {}: cannot create a ring: {}", qid_,
@@ -381,7 +408,7 @@ void UringTransport::Impl::Worker::Run() {
   int retries = 0;
   while (go) {
     io_uring_cqe* cqe = nullptr;
-    rc = io_uring_wait_cqe(&ring_, &cqe);
+    rc = WaitCqe(&cqe);
     if (rc == -EINTR) continue;
     if (rc < 0) {
       Log(LogLevel::kError, "snapdisk: io_uring queue {}: waiting failed: {}", qid_,
