@@ -794,7 +794,7 @@ class Bench:
             def do(mode=mode):
                 os.sync()
                 state["settle"] = wait_io_quiet("before the series", max_s=60)
-                state["psi"] = psi(1)  # avg10: the last seconds before the series
+                state["psi"] = psi("avg10")  # the last seconds before the series
                 return snaplat.snapshot_latency(
                     take, f"{tag}-{mode}", a.snapshots,
                     load_path=path if mode == "load" else None, load_span=span,
@@ -931,7 +931,7 @@ class Bench:
                     out.append(fio(p, size, ["--rw=read", "--bs=1M"], 0, False, self.fio_dir,
                                    f"many-read-{tag}")["MiB/s"])
                 if size / MiB / reads[0] > 5:
-                    break  # slow machine: one read (or pair) is all the time allows
+                    break  # slow machine: one round of reads is all the time allows
             rd = median(reads)
             if label == "N":
                 self.res.add("many_read_N", t.key, rd)
@@ -1281,34 +1281,39 @@ def report(b, meta):
     return "\n".join(lines), verdicts, table
 
 
-def psi(field=2):
-    """"cpu% / io%" of /proc/pressure's "some" line: field 2 is avg60, 1 avg10."""
+def pressure_some(kind):
+    """The "some" line of /proc/pressure/KIND as a dict (avg10, avg60, avg300: %, total: µs), or None."""
+    try:
+        with open(f"/proc/pressure/{kind}") as f:
+            return dict(kv.split("=") for kv in f.readline().split()[1:])
+    except (OSError, ValueError):
+        return None
+
+
+def psi(avg="avg60"):
+    """"cpu% / io%" of /proc/pressure's "some" line, averaged over avg (avg10, avg60 or avg300)."""
     out = []
     for k in ("cpu", "io"):
-        try:
-            with open(f"/proc/pressure/{k}") as f:
-                out.append(f.readline().split()[field].split("=")[1] + "%")
-        except (OSError, IndexError):
-            out.append("?")
+        some = pressure_some(k)
+        out.append(some[avg] + "%" if some and avg in some else "?")
     return " / ".join(out)
 
 
 def io_stall_us():
     """Microseconds some task stalled on I/O since boot (/proc/pressure/io, "some" total), or None."""
+    some = pressure_some("io")
     try:
-        with open("/proc/pressure/io") as f:
-            return int(f.readline().split()[4].split("=")[1])
-    except (OSError, IndexError, ValueError):
+        return int(some["total"]) if some else None
+    except (KeyError, ValueError):
         return None
 
 
 def wait_io_quiet(what, max_s=120.0, share=0.05):
     """Waits until, over one second, tasks stalled on I/O less than `share` of it,
-    or max_s passed. Deleting a peer's 4 GiB file on a file system mounted with
-    discard keeps the device busy for up to a minute, and a snapshot series
-    timed meanwhile measured the discards. Returns a line for the notes."""
+    or max_s passed, so that a timed series does not also time other I/O on the
+    machine (such as discards after the peers' files are deleted on a file system
+    mounted with discard). Returns a line for the notes."""
     t0 = time.monotonic()
-    last = None
     while True:
         a = io_stall_us()
         if a is None:
