@@ -12,6 +12,7 @@
 #include "fs/op_util.h"
 #include "fs/ops.h"
 #include "fs/snapshot_tree.h"
+#include "fs/urgent_scope.h"
 
 namespace snapdisk::fs {
 namespace {
@@ -220,6 +221,8 @@ void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  // A snapshot: writers of the image wait until it is taken and replied.
+  UrgentScope urgent(TypeOf(parent) == InodeType::kSnapFolder);
   fuse_entry_param e{};
   int err = RunOp("mkdir", parent, NameOf(name),
                   [&] { return DoMkdir(req, parent, NameOf(name), mode, &e); });

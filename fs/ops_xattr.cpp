@@ -18,6 +18,7 @@
 #include "fs/inode.h"
 #include "fs/op_util.h"
 #include "fs/ops.h"
+#include "fs/urgent_scope.h"
 #include "fs/xattr.h"
 
 namespace snapdisk::fs {
@@ -200,6 +201,8 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
+  // A group snapshot: writers of its images wait until it is taken and replied.
+  UrgentScope urgent(TypeOf(ino) == InodeType::kMirror);
   SnapFs& fs = FsOf(req);
   StaleCaches stale;
   int err = RunOp("setxattr", ino, NameOf(name), [&] {

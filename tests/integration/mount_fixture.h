@@ -111,6 +111,7 @@ class MountFixture : public ::testing::Test {
   std::string daemon_bin() const;
   std::string DaemonLog() const;
   bool mounted() const { return daemon_pid_ > 0; }
+  pid_t daemon_pid() const { return daemon_pid_; }
 
   // Expects `cmp a b` to succeed (same size and bytes); prints cmp's verdict.
   void ExpectSameBytes(const std::string& a, const std::string& b, const std::string& context = "");

@@ -3,12 +3,15 @@
 // DESIGN.md §1 "snapshot", "list", "read a snapshot", "delete a snapshot",
 // "rename a snapshot", "rename a disk".
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <regex>
 #include <thread>
 
 #include "mount_fixture.h"
@@ -362,6 +365,57 @@ TEST_F(SnapshotsTest, SnapshotOfAWrittenImageIsQuick) {
   auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(), 2000)
       << "a snapshot must not copy or scan data";
+}
+
+// A snapshot holds every writer of the image while it is taken, so the
+// thread taking it runs at SCHED_FIFO until it has replied (fs/urgent_scope.h).
+// Only that request: an ordinary mkdir leaves the scheduler alone, and the
+// thread goes back to its normal policy after the snapshot.
+TEST_F(SnapshotsTest, TakingASnapshotRunsItsThreadRealTimeForThatRequestOnly) {
+  ASSERT_TRUE(WriteWholeFile(P("vm1.img"), PatternBytes(1 * MiB, 1)));
+  const std::string trace = Scratch("sched.trace"), attach = Scratch("strace.err");
+  const std::string pid = std::to_string(daemon_pid());
+  pid_t strace = fork();
+  ASSERT_GE(strace, 0) << ErrnoName(errno);
+  if (strace == 0) {
+    int err = open(attach.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (err >= 0) dup2(err, 2);
+    execlp("strace", "strace", "-f", "-e", "trace=sched_setscheduler", "-o", trace.c_str(), "-p",
+           pid.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // strace says "Process N attached with T threads" once it has attached to all of them.
+  std::string attached;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       attached.find(" attached") == std::string::npos && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    attached = ReadWholeFile(attach);
+  }
+  ASSERT_NE(attached.find(" attached"), std::string::npos) << "strace did not attach to the daemon:\n" << attached;
+
+  ASSERT_EQ(mkdir(P("plain-dir").c_str(), 0755), 0) << ErrnoName(errno);
+  ASSERT_NO_FATAL_FAILURE(Snapshot("vm1.img", "s1"));
+  // The thread restores its policy after the reply, so maybe after mkdir returned.
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       ReadWholeFile(trace).find("SCHED_OTHER") == std::string::npos && std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(kill(strace, SIGINT), 0) << ErrnoName(errno);
+  int status = 0;
+  ASSERT_EQ(waitpid(strace, &status, 0), strace) << ErrnoName(errno);
+
+  const std::string log = ReadWholeFile(trace);
+  static const std::regex call(R"((\d+) +sched_setscheduler\(\d+, (SCHED_\w+), \[(\d+)\]\) = 0)");
+  std::vector<std::string> calls;
+  std::string tid;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), call); it != std::sregex_iterator(); ++it) {
+    calls.push_back((*it)[2].str() + "/" + (*it)[3].str());
+    if (tid.empty()) tid = (*it)[1].str();
+    EXPECT_EQ((*it)[1].str(), tid) << "raised and restored on one thread\n" << log;
+  }
+  EXPECT_EQ(calls, (std::vector<std::string>{"SCHED_FIFO/1", "SCHED_OTHER/0"}))
+      << "one raise for the snapshot, one restore, none for the plain mkdir; strace:\n" << log;
+  struct stat st;
+  EXPECT_EQ(stat(P(".snapshots/vm1.img/s1/vm1.img").c_str(), &st), 0) << ErrnoName(errno);
 }
 
 }  // namespace
