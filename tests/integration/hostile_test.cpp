@@ -109,16 +109,6 @@ void DescribeTree(const std::string& path, const std::string& rel, std::string* 
   }
 }
 
-// Waits for `done` to hold, checking every 50 ms, for at most `limit`.
-bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-}
-
 // Runs `body` in a forked child with the given uid and gid (and no
 // supplementary groups); returns what body returned: 0 for success or an
 // errno. Returns -1 if the child could not change identity or crashed.

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 extern char** environ;
 
@@ -94,6 +95,15 @@ const char* ErrnoName(int e) {
   if (e == 0) return "0 (no error)";
   const char* name = strerrorname_np(e);
   return name != nullptr ? name : "unknown errno";
+}
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit) {
+  auto deadline = Clock::now() + limit;
+  for (;;) {
+    if (done()) return true;
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
 }
 
 bool IsMountpoint(const std::string& path) {

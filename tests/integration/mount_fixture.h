@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +66,10 @@ const char* ErrnoName(int e);
 
 // Is `path` a mountpoint in this process's mount namespace right now?
 bool IsMountpoint(const std::string& path);
+
+// Waits for `done` to hold, checking every 50 ms, for at most `limit`;
+// returns whether it held.
+bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit);
 
 class MountFixture : public ::testing::Test {
  protected:

@@ -375,33 +375,40 @@ TEST_F(SnapshotsTest, TakingASnapshotRunsItsThreadRealTimeForThatRequestOnly) {
   ASSERT_TRUE(WriteWholeFile(P("vm1.img"), PatternBytes(1 * MiB, 1)));
   const std::string trace = Scratch("sched.trace"), attach = Scratch("strace.err");
   const std::string pid = std::to_string(daemon_pid());
+  // Both exist before strace starts, so that polling them never reads a missing file.
+  ASSERT_TRUE(WriteWholeFile(trace, "") && WriteWholeFile(attach, ""));
   pid_t strace = fork();
   ASSERT_GE(strace, 0) << ErrnoName(errno);
   if (strace == 0) {
-    int err = open(attach.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open(attach.c_str(), O_WRONLY | O_APPEND);
     if (err >= 0) dup2(err, 2);
     execlp("strace", "strace", "-f", "-e", "trace=sched_setscheduler", "-o", trace.c_str(), "-p",
            pid.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
+  // Detaches strace (SIGINT) and reaps it, also when an assertion below returns early.
+  struct StopTracer {
+    pid_t pid;
+    void Stop() {
+      if (pid <= 0) return;
+      kill(pid, SIGINT);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+    ~StopTracer() { Stop(); }
+  } tracer{strace};
   // strace says "Process N attached with T threads" once it has attached to all of them.
-  std::string attached;
-  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-       attached.find(" attached") == std::string::npos && std::chrono::steady_clock::now() < deadline;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    attached = ReadWholeFile(attach);
-  }
-  ASSERT_NE(attached.find(" attached"), std::string::npos) << "strace did not attach to the daemon:\n" << attached;
+  ASSERT_TRUE(WaitFor([&] { return ReadWholeFile(attach).find(" attached") != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << "strace did not attach to the daemon:\n" << ReadWholeFile(attach);
 
   ASSERT_EQ(mkdir(P("plain-dir").c_str(), 0755), 0) << ErrnoName(errno);
   ASSERT_NO_FATAL_FAILURE(Snapshot("vm1.img", "s1"));
   // The thread restores its policy after the reply, so maybe after mkdir returned.
-  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-       ReadWholeFile(trace).find("SCHED_OTHER") == std::string::npos && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_EQ(kill(strace, SIGINT), 0) << ErrnoName(errno);
-  int status = 0;
-  ASSERT_EQ(waitpid(strace, &status, 0), strace) << ErrnoName(errno);
+  // Not asserted here: the list of calls below says what was missing.
+  (void)WaitFor([&] { return ReadWholeFile(trace).find("SCHED_OTHER") != std::string::npos; },
+                std::chrono::seconds(10));
+  tracer.Stop();
 
   const std::string log = ReadWholeFile(trace);
   static const std::regex call(R"((\d+) +sched_setscheduler\(\d+, (SCHED_\w+), \[(\d+)\]\) = 0)");
