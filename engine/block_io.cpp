@@ -5,8 +5,10 @@
 #include <array>
 #include <bit>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -79,10 +81,23 @@ Status ForEachSpan(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
   return open ? fn(span_p, span_q) : Status::OK();
 }
 
+// Page-aligned, so that a small read through it can be polled
+// (DataFile::Read needs 4 KiB alignment for O_DIRECT).
 char* ScratchBlock(uint32_t block_size) {
-  thread_local std::vector<char> buf;
-  if (buf.size() < block_size) buf.resize(block_size);
-  return buf.data();
+  struct Aligned {
+    char* p = nullptr;
+    size_t size = 0;
+    ~Aligned() { std::free(p); }
+  };
+  thread_local Aligned buf;
+  if (buf.size < block_size) {
+    const size_t size = (size_t{block_size} + 4095) / 4096 * 4096;
+    char* p = static_cast<char*>(std::aligned_alloc(4096, size));
+    if (p == nullptr) throw std::bad_alloc();
+    std::free(buf.p);
+    buf = {p, size};
+  }
+  return buf.p;
 }
 
 const char* ZeroBlock(uint32_t block_size) {

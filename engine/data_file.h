@@ -49,6 +49,16 @@ class DataFileIo {
   // posix_fadvise(WILLNEED): starts reading the range into the page cache
   // and returns without waiting. A hint, like StartWriteback.
   virtual int Prefetch(int fd, off_t pos, off_t len) { return 0; }
+  // How many pages of [pos, pos+len) the page cache holds, or -1 if unknown
+  // (then DataFile never polls: it must not bypass cached data blindly).
+  virtual int64_t CachedPages(int fd, off_t pos, off_t len) { return -1; }
+  // Pread whose thread polls for up to `poll_ns` before sleeping
+  // (polled_read.h); *waited_ns gets the time the read took.
+  virtual ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t poll_ns,
+                              uint64_t* waited_ns) {
+    *waited_ns = 0;
+    return Pread(fd, buf, len, pos);
+  }
 
   // The real system calls; a process-wide object that is never destroyed.
   static DataFileIo* Posix();
@@ -64,9 +74,15 @@ class DataFile {
   // Replaces the I/O under this file (tests); call before Open. `io` must
   // outlive the DataFile.
   void UseIo(DataFileIo* io) { io_ = io; }
-  Status Open(const std::string& path, uint32_t block_size);
-  // `random_access`: a small read among scattered ones (no readahead).
+  // `read_poll_us` > 0: small reads of uncached data bypass the page cache
+  // and poll for up to that long (Options::read_poll_us).
+  Status Open(const std::string& path, uint32_t block_size, uint32_t read_poll_us = 0);
+  // `random_access`: a small read among scattered ones (no readahead). Such
+  // a read of pages the page cache does not hold is polled (see Open) when
+  // `buf`, the position and `len` are 4 KiB-aligned.
   Status Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, bool random_access = false) const;
+  // Reads that were polled since Open (tests, diagnostics).
+  uint64_t polled_reads() const { return polled_reads_.load(std::memory_order_relaxed); }
   // `fills_hole`: some of the bytes land where the file has no block yet
   // (a new slot, or a piece never written or punched), so the file's
   // metadata changes and only an fdatasync makes them durable.
@@ -102,6 +118,16 @@ class DataFile {
   DataFileIo* io_ = DataFileIo::Posix();
   int fd_ = -1;
   int random_fd_ = -1;  // the same file, read-only, POSIX_FADV_RANDOM
+  int direct_fd_ = -1;  // the same file, read-only, O_DIRECT: polled reads
+  // Whether a polled read of uncached pages is worth it (ShouldPoll).
+  bool ShouldPoll(uint64_t pos, uint32_t len, const char* buf) const;
+  void NotePolled(uint64_t waited_ns) const;
+  uint64_t poll_ns_ = 0;
+  // Recent polled reads' time (an average weighted 1/8 to the latest), and
+  // the reads skipped since polling last looked too slow to be worth it.
+  mutable std::atomic<uint64_t> poll_avg_ns_{0};
+  mutable std::atomic<uint32_t> poll_skipped_{0};
+  mutable std::atomic<uint64_t> polled_reads_{0};
   bool overwrites_in_place_ = false;  // the file system (checked at Open) allows SyncBeforeIndex's shortcut
   // Some write or punch since the last sync changed the file's metadata.
   std::atomic<bool> metadata_dirty_{true};

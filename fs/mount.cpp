@@ -125,6 +125,12 @@ ParsedOptions ParseOptions(const MountOptions& mount, const std::string& abs_sto
         parsed.uring.mode = kModes[choice.value_or(0)];
         continue;
       }
+      if (opt.starts_with("read_poll=")) {
+        auto value = NumberOption(opt, 10, 0, 10000);
+        if (!value) parsed.ok = BadOption(opt, "read_poll=0..10000 (microseconds; 0: off)");
+        parsed.store.read_poll_us = static_cast<uint32_t>(value.value_or(0));
+        continue;
+      }
       if (opt.starts_with("uring_threads=")) {
         auto value = NumberOption(opt, 10, 1, 64);
         if (!value) parsed.ok = BadOption(opt, "uring_threads=1..64");

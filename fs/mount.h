@@ -19,6 +19,8 @@ struct MountOptions {
   //   uring=auto|on|off            snapdisk: requests over io_uring where the kernel
   //                                has it (default auto; fs/uring_transport.h)
   //   uring_threads=N              snapdisk: threads per CPU queue (1-64, default 4)
+  //   read_poll=USEC               snapdisk: small uncached reads poll up to USEC
+  //                                (0-10000, default 200; 0: off; Options::read_poll_us)
   //   defaults, auto, noauto, user, nouser, users, owner, group, nofail,
   //   _netdev, x-*, comment=*      fstab/mount(8) bookkeeping: dropped
   //   relatime, nodiratime, strictatime, lazytime, iversion, silent, ...

@@ -196,8 +196,16 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
       if (buffer.size() < size) buffer.resize(size);
       data = buffer.data();
     }
-    NoteRingWork(RingWork::kMayWaitForDisk);
-    return handle->Read(static_cast<uint64_t>(off), size, data, &got);
+    // Whether this read will poll the disk is only known once it has: a
+    // thread whose last read polled expects the next one to (a stream of
+    // cold random reads) and stays on its CPU; one served from the page
+    // cache floats (RingWork).
+    thread_local bool last_read_polled = false;
+    NoteRingWork(last_read_polled ? RingWork::kPollsForDisk : RingWork::kMayWaitForDisk);
+    const uint64_t polled_before = PolledReadsOnThisThread();
+    Status s = handle->Read(static_cast<uint64_t>(off), size, data, &got);
+    last_read_polled = PolledReadsOnThisThread() != polled_before;
+    return s;
   });
   if (err != 0) {
     fuse_reply_err(req, err);

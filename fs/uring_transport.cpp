@@ -355,7 +355,7 @@ void UringTransport::Impl::Worker::Serve() {
 }
 
 void UringTransport::Impl::Worker::Place(RingWork work) {
-  const bool pin = work == RingWork::kCpu;
+  const bool pin = work != RingWork::kMayWaitForDisk;
   if (pin == pinned_) return;
   cpu_set_t cpus;
   if (pin) {

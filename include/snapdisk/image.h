@@ -110,4 +110,11 @@ class ImageHandle {
   ImageHandle() = default;
 };
 
+// How many reads the calling thread has made that polled the disk
+// (Options::read_poll_us) since it started. Compare it around a Read to learn
+// whether that read polled: the FUSE transport keeps a thread on its CPU
+// while its reads poll, and lets it move while they are served from the page
+// cache. Thread-safe (a per-thread count).
+uint64_t PolledReadsOnThisThread();
+
 }  // namespace snapdisk

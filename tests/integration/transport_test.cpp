@@ -3,11 +3,17 @@
 // or kernels without it). Every other integration test runs over the
 // default; these pin down the choice itself, and drive both transports with
 // concurrent verified I/O from every CPU.
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <numeric>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "mount_fixture.h"
 
@@ -106,9 +112,62 @@ TEST_F(TransportTest, UringOnMountsOnlyWhereTheKernelHasIt) {
   }
 }
 
+// Does the daemon hold the store's data file open with O_DIRECT (the
+// descriptor of polled reads, engine/polled_read.h)?
+bool DaemonHasDirectDataFd(pid_t pid) {
+  const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(fd_dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (dirent* e = readdir(d)) {
+    char target[4096];
+    ssize_t n = readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    target[n] = '\0';
+    if (!std::string_view(target).ends_with("/data/blocks.dat")) continue;
+    std::ifstream info("/proc/" + std::to_string(pid) + "/fdinfo/" + e->d_name);
+    std::string key, flags;
+    while (info >> key >> flags)
+      if (key == "flags:" && (std::stoul(flags, nullptr, 8) & O_DIRECT)) found = true;
+  }
+  closedir(d);
+  return found;
+}
+
+// Small reads of data the page cache does not hold go around it and poll
+// (mount option read_poll, on by default). Reads 4 KiB pieces of an image in
+// random order once its data has left the page cache, and compares every
+// byte; then the same with read_poll=0, which keeps every read buffered.
+TEST_F(TransportTest, ColdSmallReadsReadExactBytesWithPollingOnAndOff) {
+  constexpr size_t kSize = 8 << 20, kPiece = 4096;
+  const std::string want = PatternBytes(kSize, 17);
+  ASSERT_TRUE(WriteWholeFile(P("cold.img"), want));
+  std::vector<size_t> order(kSize / kPiece);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(5));
+  for (const char* options : {"", "read_poll=0"}) {
+    SCOPED_TRACE(std::string("options: ") + options);
+    ASSERT_NO_FATAL_FAILURE(Unmount());
+    set_mount_options(options);
+    ASSERT_NO_FATAL_FAILURE(Mount());
+    EXPECT_EQ(DaemonHasDirectDataFd(daemon_pid()), *options == '\0');
+    // Written back, then dropped: the reads below miss the page cache.
+    ASSERT_RUN_OK("sync");
+    int fd = open((store() + "/data/blocks.dat").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    EXPECT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+    size_t wrong = 0;
+    for (size_t i : order)
+      if (PRead(P("cold.img"), i * kPiece, kPiece) != want.substr(i * kPiece, kPiece)) ++wrong;
+    EXPECT_EQ(wrong, 0u) << "of " << order.size() << " pieces";
+  }
+}
+
 TEST_F(TransportTest, BadUringOptionsFailTheMountWithAMessage) {
   ASSERT_NO_FATAL_FAILURE(Unmount());
-  for (const char* bad : {"uring=maybe", "uring_threads=0", "uring_threads=65", "uring_threads=x"}) {
+  for (const char* bad : {"uring=maybe", "uring_threads=0", "uring_threads=65", "uring_threads=x",
+                          "read_poll=x", "read_poll=10001", "read_poll=-1"}) {
     std::string cmd = ShellQuote(daemon_bin()) + " mount " + ShellQuote(store()) + " " +
                       ShellQuote(mountpoint()) + " -f -o " + bad;
     RunResult r = Run(cmd, std::chrono::seconds(30));

@@ -1,0 +1,167 @@
+// Polled reads (engine/polled_read.h, DataFile::Read): a small read of pages
+// the page cache does not hold goes around it and is polled; anything else,
+// and every read when polling is off, stays buffered. The bytes are the
+// same either way.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "data_file.h"
+#include "polled_read.h"
+
+namespace snapdisk::test {
+namespace {
+
+using engine::DataFile;
+using engine::DataFileIo;
+
+constexpr uint32_t kBlock = 64 * 1024;
+
+// A page-aligned buffer, as O_DIRECT needs.
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n) : p(static_cast<char*>(std::aligned_alloc(4096, n))) {}
+  ~AlignedBuffer() { std::free(p); }
+  char* p;
+};
+
+std::vector<char> Pattern(uint64_t slot, uint32_t len) {
+  std::vector<char> v(len);
+  for (uint32_t i = 0; i < len; ++i) v[i] = static_cast<char>((slot * 131 + i * 7 + i / 4096) & 0xff);
+  return v;
+}
+
+class PolledReadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/snapdisk-polled-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/blocks.dat";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes `slots` whole slots, makes them durable and drops them from the
+  // page cache (POSIX_FADV_DONTNEED drops clean pages; no root needed).
+  void WriteCold(DataFile& f, uint64_t slots) {
+    for (uint64_t s = 0; s < slots; ++s) {
+      std::vector<char> data = Pattern(s, kBlock);
+      ASSERT_TRUE(f.Write(s, 0, data.data(), kBlock).ok());
+    }
+    ASSERT_TRUE(f.Sync().ok());
+    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    ASSERT_EQ(engine::CachedPages(fd, 0, slots * kBlock), 0) << "the pages did not leave the page cache";
+    close(fd);
+  }
+  void ExpectBytes(const char* got, uint64_t slot, uint32_t offset, uint32_t len) {
+    std::vector<char> want = Pattern(slot, kBlock);
+    EXPECT_EQ(std::memcmp(got, want.data() + offset, len), 0) << "slot " << slot << " offset " << offset;
+  }
+
+  std::string dir_, path_;
+};
+
+TEST_F(PolledReadTest, UncachedSmallReadIsPolledAndExact) {
+  DataFile f;
+  ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
+  WriteCold(f, 2);
+  AlignedBuffer buf(kBlock);
+  ASSERT_TRUE(f.Read(1, 8192, 4096, buf.p, true).ok());
+  ExpectBytes(buf.p, 1, 8192, 4096);
+  EXPECT_EQ(f.polled_reads(), 1u);
+  // A polled read does not fill the page cache, so the same read polls again.
+  ASSERT_TRUE(f.Read(1, 8192, 16384, buf.p, true).ok());
+  ExpectBytes(buf.p, 1, 8192, 16384);
+  EXPECT_EQ(f.polled_reads(), 2u);
+}
+
+TEST_F(PolledReadTest, CachedUnalignedOrLargeReadsStayBuffered) {
+  DataFile f;
+  ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
+  WriteCold(f, 2);
+  AlignedBuffer buf(kBlock + 4096);
+  // Not a small scattered read: the buffered descriptor and its readahead.
+  ASSERT_TRUE(f.Read(0, 0, kBlock, buf.p, false).ok());
+  ExpectBytes(buf.p, 0, 0, kBlock);
+  // Now cached: served from the page cache.
+  ASSERT_TRUE(f.Read(0, 4096, 4096, buf.p, true).ok());
+  ExpectBytes(buf.p, 0, 4096, 4096);
+  // Not 4 KiB-aligned (buffer, then offset): O_DIRECT would refuse it.
+  ASSERT_TRUE(f.Read(1, 0, 4096, buf.p + 512, true).ok());
+  ExpectBytes(buf.p + 512, 1, 0, 4096);
+  ASSERT_TRUE(f.Read(1, 512, 4096, buf.p, true).ok());
+  ExpectBytes(buf.p, 1, 512, 4096);
+  EXPECT_EQ(f.polled_reads(), 0u);
+  // Freshly written (dirty) pages are read from the cache, not the disk.
+  std::vector<char> fresh = Pattern(3, kBlock);
+  ASSERT_TRUE(f.Write(3, 0, fresh.data(), kBlock).ok());
+  ASSERT_TRUE(f.Read(3, 4096, 4096, buf.p, true).ok());
+  ExpectBytes(buf.p, 3, 4096, 4096);
+  EXPECT_EQ(f.polled_reads(), 0u);
+}
+
+TEST_F(PolledReadTest, ZeroPollTimeKeepsEveryReadBuffered) {
+  DataFile f;
+  ASSERT_TRUE(f.Open(path_, kBlock, 0).ok());
+  WriteCold(f, 1);
+  AlignedBuffer buf(kBlock);
+  ASSERT_TRUE(f.Read(0, 4096, 4096, buf.p, true).ok());
+  ExpectBytes(buf.p, 0, 4096, 4096);
+  EXPECT_EQ(f.polled_reads(), 0u);
+}
+
+// The real calls, except that a polled read comes back short or failing.
+class ShortPolledIo final : public DataFileIo {
+ public:
+  explicit ShortPolledIo(bool fail) : fail_(fail) {}
+  int Open(const std::string& path, int flags, mode_t mode) override { return posix_->Open(path, flags, mode); }
+  int Close(int fd) override { return posix_->Close(fd); }
+  ssize_t Pread(int fd, void* buf, size_t len, off_t pos) override { return posix_->Pread(fd, buf, len, pos); }
+  ssize_t Pwrite(int fd, const void* buf, size_t len, off_t pos) override {
+    return posix_->Pwrite(fd, buf, len, pos);
+  }
+  int PunchHole(int fd, off_t pos, off_t len) override { return posix_->PunchHole(fd, pos, len); }
+  int Fdatasync(int fd) override { return posix_->Fdatasync(fd); }
+  int Writeback(int fd) override { return posix_->Writeback(fd); }
+  int64_t CachedPages(int fd, off_t pos, off_t len) override { return posix_->CachedPages(fd, pos, len); }
+  ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t, uint64_t* waited_ns) override {
+    *waited_ns = 0;
+    ++calls;
+    if (fail_) {
+      errno = EIO;
+      return -1;
+    }
+    return posix_->Pread(fd, buf, len / 2, pos);
+  }
+  int calls = 0;
+
+ private:
+  DataFileIo* const posix_ = DataFileIo::Posix();
+  const bool fail_;
+};
+
+TEST_F(PolledReadTest, ShortOrFailedPolledReadFallsBackToBufferedRead) {
+  for (bool fail : {false, true}) {
+    ShortPolledIo io(fail);
+    DataFile f;
+    f.UseIo(&io);
+    ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
+    WriteCold(f, 1);
+    AlignedBuffer buf(kBlock);
+    ASSERT_TRUE(f.Read(0, 4096, 8192, buf.p, true).ok()) << "fail=" << fail;
+    ExpectBytes(buf.p, 0, 4096, 8192);
+    EXPECT_EQ(io.calls, 1) << "fail=" << fail;
+    EXPECT_EQ(f.polled_reads(), 0u) << "fail=" << fail;
+  }
+}
+
+}  // namespace
+}  // namespace snapdisk::test
