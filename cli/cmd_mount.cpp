@@ -132,7 +132,8 @@ void AddMountCommands(CLI::App& app) {
   cmd->add_option("-o", mount->options,
                   "Mount options, comma-separated (allow_other, ro, block_size=N for a new "
                   "store, cache=direct|page for live images, uring=auto|on|off and uring_threads=N "
-                  "for the kernel transport, ...); may repeat")
+                  "for the kernel transport, read_poll=USEC (0: off) for cold small reads, ...); "
+                  "may repeat")
       ->allow_extra_args(false);
   cmd->add_option("--threads", mount->threads, "Most FUSE worker threads (default: libfuse's)");
   cmd->callback([mount] {
