@@ -47,6 +47,11 @@ class PolledReadTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
+  // Opens `f` (polling for up to `poll_us`) on a data file of `slots` cold slots.
+  void OpenCold(DataFile& f, uint32_t poll_us, uint64_t slots) {
+    ASSERT_TRUE(f.Open(path_, kBlock, poll_us).ok());
+    WriteCold(f, slots);
+  }
   // Writes `slots` whole slots, makes them durable and drops them from the
   // page cache (POSIX_FADV_DONTNEED drops clean pages; no root needed).
   void WriteCold(DataFile& f, uint64_t slots) {
@@ -61,9 +66,12 @@ class PolledReadTest : public ::testing::Test {
     ASSERT_EQ(engine::CachedPages(fd, 0, slots * kBlock), 0) << "the pages did not leave the page cache";
     close(fd);
   }
-  void ExpectBytes(const char* got, uint64_t slot, uint32_t offset, uint32_t len) {
+  // Reads through `f` into `buf` and compares with what was written there.
+  void ReadExact(const DataFile& f, uint64_t slot, uint32_t offset, uint32_t len, char* buf,
+                 bool random_access = true) {
+    ASSERT_TRUE(f.Read(slot, offset, len, buf, random_access).ok()) << "slot " << slot << " offset " << offset;
     std::vector<char> want = Pattern(slot, kBlock);
-    EXPECT_EQ(std::memcmp(got, want.data() + offset, len), 0) << "slot " << slot << " offset " << offset;
+    EXPECT_EQ(std::memcmp(buf, want.data() + offset, len), 0) << "slot " << slot << " offset " << offset;
   }
 
   std::string dir_, path_;
@@ -71,50 +79,39 @@ class PolledReadTest : public ::testing::Test {
 
 TEST_F(PolledReadTest, UncachedSmallReadIsPolledAndExact) {
   DataFile f;
-  ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
-  WriteCold(f, 2);
+  ASSERT_NO_FATAL_FAILURE(OpenCold(f, 200, 2));
   AlignedBuffer buf(kBlock);
-  ASSERT_TRUE(f.Read(1, 8192, 4096, buf.p, true).ok());
-  ExpectBytes(buf.p, 1, 8192, 4096);
+  ReadExact(f, 1, 8192, 4096, buf.p);
   EXPECT_EQ(f.polled_reads(), 1u);
   // A polled read does not fill the page cache, so the same read polls again.
-  ASSERT_TRUE(f.Read(1, 8192, 16384, buf.p, true).ok());
-  ExpectBytes(buf.p, 1, 8192, 16384);
+  ReadExact(f, 1, 8192, 16384, buf.p);
   EXPECT_EQ(f.polled_reads(), 2u);
 }
 
 TEST_F(PolledReadTest, CachedUnalignedOrLargeReadsStayBuffered) {
   DataFile f;
-  ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
-  WriteCold(f, 2);
+  ASSERT_NO_FATAL_FAILURE(OpenCold(f, 200, 2));
   AlignedBuffer buf(kBlock + 4096);
   // Not a small scattered read: the buffered descriptor and its readahead.
-  ASSERT_TRUE(f.Read(0, 0, kBlock, buf.p, false).ok());
-  ExpectBytes(buf.p, 0, 0, kBlock);
+  ReadExact(f, 0, 0, kBlock, buf.p, false);
   // Now cached: served from the page cache.
-  ASSERT_TRUE(f.Read(0, 4096, 4096, buf.p, true).ok());
-  ExpectBytes(buf.p, 0, 4096, 4096);
+  ReadExact(f, 0, 4096, 4096, buf.p);
   // Not 4 KiB-aligned (buffer, then offset): O_DIRECT would refuse it.
-  ASSERT_TRUE(f.Read(1, 0, 4096, buf.p + 512, true).ok());
-  ExpectBytes(buf.p + 512, 1, 0, 4096);
-  ASSERT_TRUE(f.Read(1, 512, 4096, buf.p, true).ok());
-  ExpectBytes(buf.p, 1, 512, 4096);
+  ReadExact(f, 1, 0, 4096, buf.p + 512);
+  ReadExact(f, 1, 512, 4096, buf.p);
   EXPECT_EQ(f.polled_reads(), 0u);
   // Freshly written (dirty) pages are read from the cache, not the disk.
   std::vector<char> fresh = Pattern(3, kBlock);
   ASSERT_TRUE(f.Write(3, 0, fresh.data(), kBlock).ok());
-  ASSERT_TRUE(f.Read(3, 4096, 4096, buf.p, true).ok());
-  ExpectBytes(buf.p, 3, 4096, 4096);
+  ReadExact(f, 3, 4096, 4096, buf.p);
   EXPECT_EQ(f.polled_reads(), 0u);
 }
 
 TEST_F(PolledReadTest, ZeroPollTimeKeepsEveryReadBuffered) {
   DataFile f;
-  ASSERT_TRUE(f.Open(path_, kBlock, 0).ok());
-  WriteCold(f, 1);
+  ASSERT_NO_FATAL_FAILURE(OpenCold(f, 0, 1));
   AlignedBuffer buf(kBlock);
-  ASSERT_TRUE(f.Read(0, 4096, 4096, buf.p, true).ok());
-  ExpectBytes(buf.p, 0, 4096, 4096);
+  ReadExact(f, 0, 4096, 4096, buf.p);
   EXPECT_EQ(f.polled_reads(), 0u);
 }
 
@@ -150,16 +147,15 @@ class ShortPolledIo final : public DataFileIo {
 
 TEST_F(PolledReadTest, ShortOrFailedPolledReadFallsBackToBufferedRead) {
   for (bool fail : {false, true}) {
+    SCOPED_TRACE(fail ? "polled read fails" : "polled read comes back short");
     ShortPolledIo io(fail);
     DataFile f;
     f.UseIo(&io);
-    ASSERT_TRUE(f.Open(path_, kBlock, 200).ok());
-    WriteCold(f, 1);
+    ASSERT_NO_FATAL_FAILURE(OpenCold(f, 200, 1));
     AlignedBuffer buf(kBlock);
-    ASSERT_TRUE(f.Read(0, 4096, 8192, buf.p, true).ok()) << "fail=" << fail;
-    ExpectBytes(buf.p, 0, 4096, 8192);
-    EXPECT_EQ(io.calls, 1) << "fail=" << fail;
-    EXPECT_EQ(f.polled_reads(), 0u) << "fail=" << fail;
+    ReadExact(f, 0, 4096, 8192, buf.p);
+    EXPECT_EQ(io.calls, 1);
+    EXPECT_EQ(f.polled_reads(), 0u);
   }
 }
 
