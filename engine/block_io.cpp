@@ -87,6 +87,9 @@ char* ScratchBlock(uint32_t block_size) {
   struct Aligned {
     char* p = nullptr;
     size_t size = 0;
+    Aligned() = default;
+    Aligned(const Aligned&) = delete;
+    Aligned& operator=(const Aligned&) = delete;
     ~Aligned() { std::free(p); }
   };
   thread_local Aligned buf;
@@ -95,7 +98,8 @@ char* ScratchBlock(uint32_t block_size) {
     char* p = static_cast<char*>(std::aligned_alloc(4096, size));
     if (p == nullptr) throw std::bad_alloc();
     std::free(buf.p);
-    buf = {p, size};
+    buf.p = p;
+    buf.size = size;
   }
   return buf.p;
 }
