@@ -21,13 +21,7 @@ using engine::DirtyLog;
 
 class DirtyLogTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/snapdisk-dirtylog-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/dirty.log";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
 
   static keys::VersionKeyBytes Key(uint64_t i) { return keys::VersionBytes(7, i, 3); }
   static std::string Str(uint64_t i) { return keys::Version(7, i, 3); }
@@ -41,7 +35,8 @@ class DirtyLogTest : public ::testing::Test {
     return keys;
   }
 
-  std::string dir_, path_;
+  TempDir dir_;
+  const std::string path_ = dir_.path() + "/dirty.log";
 };
 
 TEST_F(DirtyLogTest, AppendedKeysAreListedByTheNextOpenUntilReleased) {

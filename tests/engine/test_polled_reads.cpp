@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -15,6 +14,7 @@
 
 #include "data_file.h"
 #include "polled_read.h"
+#include "test_util.h"
 
 namespace snapdisk::test {
 namespace {
@@ -39,13 +39,7 @@ std::vector<char> Pattern(uint64_t slot, uint32_t len) {
 
 class PolledReadTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/snapdisk-polled-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/blocks.dat";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
 
   // Opens `f` (polling for up to `poll_us`) on a data file of `slots` cold slots.
   void OpenCold(DataFile& f, uint32_t poll_us, uint64_t slots) {
@@ -74,7 +68,8 @@ class PolledReadTest : public ::testing::Test {
     EXPECT_EQ(std::memcmp(buf, want.data() + offset, len), 0) << "slot " << slot << " offset " << offset;
   }
 
-  std::string dir_, path_;
+  TempDir dir_;
+  const std::string path_ = dir_.path() + "/blocks.dat";
 };
 
 TEST_F(PolledReadTest, UncachedSmallReadIsPolledAndExact) {
