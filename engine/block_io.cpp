@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <new>
 
 #include <fmt/format.h>
@@ -84,24 +85,19 @@ Status ForEachSpan(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
 // Page-aligned, so that a small read through it can be polled
 // (DataFile::Read needs 4 KiB alignment for O_DIRECT).
 char* ScratchBlock(uint32_t block_size) {
-  struct Aligned {
-    char* p = nullptr;
-    size_t size = 0;
-    Aligned() = default;
-    Aligned(const Aligned&) = delete;
-    Aligned& operator=(const Aligned&) = delete;
-    ~Aligned() { std::free(p); }
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
   };
-  thread_local Aligned buf;
-  if (buf.size < block_size) {
+  thread_local std::unique_ptr<char, Free> buf;
+  thread_local size_t capacity = 0;
+  if (capacity < block_size) {
     const size_t size = (size_t{block_size} + 4095) / 4096 * 4096;
-    char* p = static_cast<char*>(std::aligned_alloc(4096, size));
-    if (p == nullptr) throw std::bad_alloc();
-    std::free(buf.p);
-    buf.p = p;
-    buf.size = size;
+    capacity = 0;  // until the new buffer is in place
+    buf.reset(static_cast<char*>(std::aligned_alloc(4096, size)));
+    if (!buf) throw std::bad_alloc();
+    capacity = size;
   }
-  return buf.p;
+  return buf.get();
 }
 
 const char* ZeroBlock(uint32_t block_size) {
