@@ -80,7 +80,7 @@ ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t poll_ns, 
   const uint64_t start = NowNs();
   if (!t.ok) {
     ssize_t n = pread(fd, buf, len, pos);
-    if (waited_ns) *waited_ns = NowNs() - start;
+    *waited_ns = NowNs() - start;
     return n;
   }
   io_uring_sqe* sqe = io_uring_get_sqe(&t.ring);  // never null: one read in flight at a time
@@ -110,7 +110,7 @@ ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t poll_ns, 
     // is bounded, and the scheduler still preempts it for a waking task.
     CpuRelax();
   }
-  if (waited_ns) *waited_ns = NowNs() - start;
+  *waited_ns = NowNs() - start;
   const int res = cqe->res;
   io_uring_cqe_seen(&t.ring, cqe);
   if (res < 0) {

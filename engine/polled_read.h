@@ -7,7 +7,7 @@
 // read completes, as much as 10-13 µs of a 45 µs read here. A small cold read
 // issued with O_DIRECT through io_uring and polled from user space keeps the
 // vCPU running, and the completion is seen as soon as the interrupt has
-// delivered it (docs/transport.md, "Small cold reads poll").
+// delivered it (docs/transport.md, "Small cold reads poll for the disk").
 //
 // Thread-safety: every function may be called from any thread. Each thread
 // that polls gets an io_uring of its own, created on first use and closed
@@ -27,9 +27,8 @@ int64_t CachedPages(int fd, uint64_t pos, uint64_t len);
 
 // pread(2)'s contract (bytes read, or -1 and errno), but the calling thread
 // polls for the completion for up to `poll_ns` before it sleeps. Falls back
-// to pread where
-// the thread cannot have an io_uring. *waited_ns, if given, receives the time
-// from submission to completion.
+// to pread where the thread cannot have an io_uring. *waited_ns receives the
+// time from submission to completion.
 ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t poll_ns, uint64_t* waited_ns);
 
 }  // namespace snapdisk::engine

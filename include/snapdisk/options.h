@@ -56,9 +56,10 @@ struct Options {
   // 200. 0 turns it off: every read is buffered and sleeps. On a virtual
   // machine whose idle vCPUs halt, a read that sleeps pays for waking its
   // vCPU: on the raw file here, 37 µs polled with O_DIRECT against 47 µs
-  // for a sleeping buffered pread (docs/transport.md). A device whose reads take longer than this on
-  // average is not polled (one read in 64 still tries). Needs cachestat(2)
-  // (Linux 6.5+) and a file system with O_DIRECT; without them, buffered.
+  // for a sleeping buffered pread (docs/transport.md). A device whose reads
+  // take longer than this on average is not polled (one read in 64 still
+  // tries). Needs cachestat(2) (Linux 6.5+) and a file system with O_DIRECT;
+  // without them, buffered.
   uint32_t read_poll_us = 200;
 };
 
