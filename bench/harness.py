@@ -921,6 +921,11 @@ class Bench:
                 raise RuntimeError(f"ls -l failed: {r.stderr.strip()}")
             self.res.add(f"many_ls_{label}", t.key, ls_ms)
             # Cold seq reads of the live image; at N, alternately with the twins.
+            # First the background work of the snapshots just made (the
+            # index's compactions, write-back) settles, as before every
+            # latency series: a read that shares the disk with it measures it.
+            os.sync()
+            self.res.notes.append(wait_io_quiet(f"before the reads at {n_existing} snapshot(s)", max_s=60))
             reads, twin_reads, plain_reads = [], [], []
             targets = [(path, reads, label)]
             if label == "N":
@@ -1234,7 +1239,8 @@ def report(b, meta):
     lines.append(
         f"- Many snapshots: a {a.many_image // MiB} MiB fully written image; at 1 snapshot and again at "
         f"{many:,} snapshots (each created after one 4k random write), {a.snapshots}× (mkdir + rmdir of a probe "
-        "snapshot), then `ls -l` of the snapshot folder (cold) and cold fio seq reads (1M) of the live image: "
+        "snapshot), then `ls -l` of the snapshot folder (cold) and, once I/O has settled as before a latency "
+        "series, cold fio seq reads (1M) of the live image: "
         f"3 at 1 snapshot; at {many:,}, 5 rounds that alternate with reads of two twins filled the same way and "
         f"left at 1 snapshot: one got the same {many:,} writes (same offsets, same order) after its snapshot, "
         "the baseline of the bar, so that only the number of snapshots differs; the plain one got none "

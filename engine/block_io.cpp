@@ -434,6 +434,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
         shard.erase(it);
         return s;
       }
+      if (dirty_log_.WantsGrowth()) QueueLogGrowth();
       img.dirty_keys.push_back(it->first);
     } else {
       it->second = kInProgress;
@@ -745,9 +746,24 @@ Status StoreImpl::FlushPending(ImageState& img) {
   return st;
 }
 
+void StoreImpl::QueueLogGrowth() {
+  // Called by every append until the growth is done: a plain load first.
+  if (grow_log_.load(std::memory_order_relaxed) || grow_log_.exchange(true)) return;
+  { std::lock_guard l(flusher_mu_); }  // the flusher is before its check or waiting: no lost wakeup
+  flusher_cv_.notify_one();
+}
+
 void StoreImpl::FlusherThread() {
   std::unique_lock l(flusher_mu_);
   while (!flusher_stop_) {
+    if (grow_log_.exchange(false)) {
+      l.unlock();
+      // A failure is left to the append that then has to grow the log
+      // itself, which reports it.
+      (void)dirty_log_.GrowAhead();
+      l.lock();
+      continue;
+    }
     if (flusher_queue_.empty()) {
       // Idle: every few seconds, hand all pending records to the index
       // (like a kernel's periodic writeback; it does not sync).

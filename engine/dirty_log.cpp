@@ -56,20 +56,31 @@ Status WriteZeros(int fd, uint64_t from, uint64_t to, const std::string& path) {
 }
 }  // namespace
 
+size_t DirtyLog::KeySet::ShardOf(const keys::VersionKeyBytes& k) {
+  // The high bits: absl's tables index by the low bits of their own hash,
+  // and this one is independent of it anyway.
+  return static_cast<size_t>(XXH3_64bits(k.data(), k.size()) >> 58);
+}
+
+void DirtyLog::KeySet::clear() {
+  for (Shard& s : shards_) s.clear();
+  count_ = 0;
+}
+
 DirtyLog::~DirtyLog() {
   if (map_ != nullptr) ::munmap(map_, capacity_);
   if (fd_ >= 0) ::close(fd_);
 }
 
 Status DirtyLog::Open(const std::string& path, std::vector<std::string>* logged_keys) {
-  std::lock_guard l(mu_);
+  std::unique_lock l(mu_);
   path_ = path;
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) return LogError(errno, "open " + path);
   struct stat st {};
   if (::fstat(fd_, &st) != 0) return LogError(errno, "stat " + path);
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  SNAPDISK_RETURN_IF_ERROR(ReserveLocked(std::max(file_size, kInitialCapacity)));
+  SNAPDISK_RETURN_IF_ERROR(ReserveLocked(l, std::max(file_size, kInitialCapacity)));
   logged_keys->clear();
   uint64_t off = 0;
   for (; off + kEntrySize <= file_size; off += kEntrySize) {
@@ -78,14 +89,17 @@ Status DirtyLog::Open(const std::string& path, std::vector<std::string>* logged_
     logged_keys->emplace_back(e, keys::kVersionKeySize);
   }
   size_ = off;
+  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
   // Keep "zeros past size_" true: a torn entry (or an older build's
   // leftovers) must not be read as valid after later appends.
   std::memset(map_ + size_, 0, static_cast<size_t>(std::min(file_size, capacity_) - std::min(file_size, size_)));
   return Status::OK();
 }
 
-Status DirtyLog::ReserveLocked(uint64_t bytes) {
+Status DirtyLog::ReserveLocked(std::unique_lock<std::mutex>& l, uint64_t bytes) {
   if (bytes <= capacity_) return Status::OK();
+  grown_.wait(l, [&] { return !growing_; });
+  if (bytes <= capacity_) return Status::OK();  // that growth was enough
   uint64_t want = std::max<uint64_t>(capacity_ * 2, kInitialCapacity);
   while (want < bytes) want *= 2;
   struct stat st {};
@@ -93,25 +107,51 @@ Status DirtyLog::ReserveLocked(uint64_t bytes) {
   // Only the part beyond the current file needs writing; entries and zeros
   // below it are kept as they are.
   SNAPDISK_RETURN_IF_ERROR(WriteZeros(fd_, std::max<uint64_t>(static_cast<uint64_t>(st.st_size), capacity_), want, path_));
-  void* m = map_ == nullptr ? ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0)
-                            : ::mremap(map_, capacity_, want, MREMAP_MAYMOVE);
+  return MapLocked(want);
+}
+
+Status DirtyLog::MapLocked(uint64_t bytes) {
+  void* m = map_ == nullptr ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0)
+                            : ::mremap(map_, capacity_, bytes, MREMAP_MAYMOVE);
   if (m == MAP_FAILED) return LogError(errno, "map " + path_);
   map_ = static_cast<char*>(m);
-  capacity_ = want;
+  capacity_ = bytes;
   ++growths_;
+  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
   return Status::OK();
 }
 
-Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
+Status DirtyLog::GrowAhead() {
+  uint64_t from = 0, want = 0;
+  {
+    std::lock_guard l(mu_);
+    if (growing_ || map_ == nullptr || size_ * 2 < capacity_) return Status::OK();
+    growing_ = true;
+    from = capacity_;
+    want = capacity_ * 2;
+  }
+  // Appends store below capacity_ only, and a ReserveLocked waits for this
+  // growth to end: nothing else touches [from, want) meanwhile.
+  struct stat st {};
+  Status s = ::fstat(fd_, &st) == 0 ? Status::OK() : LogError(errno, "stat " + path_);
+  if (s.ok()) s = WriteZeros(fd_, std::max<uint64_t>(static_cast<uint64_t>(st.st_size), from), want, path_);
   std::lock_guard l(mu_);
-  auto [it, inserted] = live_.insert(version_key);  // one hash lookup for both questions
-  if (!inserted) return Status::OK();
-  if (Status s = ReserveLocked(size_ + kEntrySize); !s.ok()) {
-    live_.erase(it);
+  growing_ = false;
+  if (s.ok() && capacity_ < want) s = MapLocked(want);
+  grown_.notify_all();
+  return s;
+}
+
+Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
+  std::unique_lock l(mu_);
+  if (!live_.insert(version_key)) return Status::OK();  // one hash lookup for both questions
+  if (Status s = ReserveLocked(l, size_ + kEntrySize); !s.ok()) {
+    live_.erase(version_key);
     return s;
   }
   EncodeEntry(version_key, map_ + size_);
   size_ += kEntrySize;
+  if (size_ * 2 >= capacity_) wants_growth_.store(true, std::memory_order_relaxed);
   return Status::OK();
 }
 
@@ -127,6 +167,7 @@ void DirtyLog::Release(const std::vector<keys::VersionKeyBytes>& version_keys) {
   } else if (size_ > (1u << 20) && size_ > 8 * kEntrySize * live_.size()) {
     CompactLocked();
   }
+  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
 }
 
 // Moves the live entries to the front, in order, then zeroes the rest. Each
@@ -140,7 +181,7 @@ void DirtyLog::CompactLocked() {
     const char* e = map_ + in;
     keys::VersionKeyBytes key;
     std::memcpy(key.data(), e, key.size());
-    if (!live_.count(key)) continue;
+    if (!live_.contains(key)) continue;
     if (out != in) std::memmove(map_ + out, e, kEntrySize);
     out += kEntrySize;
   }
@@ -154,6 +195,7 @@ Status DirtyLog::Reset() {
   std::memset(map_, 0, static_cast<size_t>(size_));
   size_ = 0;
   live_.clear();
+  wants_growth_.store(false, std::memory_order_relaxed);
   return Status::OK();
 }
 

@@ -6,8 +6,9 @@
 // sleeps through a disk read pays for the wakeup of a halted vCPU when the
 // read completes, as much as 10-13 µs of a 45 µs read here. A small cold read
 // issued with O_DIRECT through io_uring and polled from user space keeps the
-// vCPU running, and the completion is seen as soon as the interrupt has
-// delivered it (docs/transport.md, "Small cold reads poll for the disk").
+// vCPU running, and the completion is seen as soon as the disk's interrupt
+// has delivered it, without a second interrupt to the polling vCPU
+// (docs/transport.md, "Small cold reads poll for the disk").
 //
 // Thread-safety: every function may be called from any thread. Each thread
 // that polls gets an io_uring of its own, created on first use and closed

@@ -425,11 +425,14 @@ class StoreImpl final : public Store {
 
   // The flusher thread (block_io.cpp): indexes pending live records of
   // queued images, and of all images every few seconds (it never syncs).
+  // It also grows the dirty log ahead of need (QueueLogGrowth).
   void FlusherThread();
+  void QueueLogGrowth();
   std::mutex flusher_mu_;
   std::condition_variable flusher_cv_;
   std::deque<NodeId> flusher_queue_;  // guarded by flusher_mu_
   bool flusher_stop_ = false;         // guarded by flusher_mu_
+  std::atomic<bool> grow_log_{false};  // QueueLogGrowth asked, the flusher has not started
   std::thread flusher_thread_;
 
   // Garbage collection (gc.cpp).

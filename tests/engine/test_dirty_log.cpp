@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "dirty_log.h"
 #include "keys.h"
@@ -83,6 +84,42 @@ TEST_F(DirtyLogTest, GrowsPastItsFirstCapacityAndCompacts) {
   std::vector<std::string> listed = Reopen(&other);
   EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()), kept);
   EXPECT_EQ(listed.size(), kept.size()) << "compaction left stale entries";
+}
+
+TEST_F(DirtyLogTest, GrowsAheadOnAnotherThreadWithoutLosingConcurrentAppends) {
+  std::unique_ptr<DirtyLog> log;
+  Reopen(&log);
+  auto file_size = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(path_.c_str(), &st), 0);
+    return st.st_size;
+  };
+  // The first capacity is 1 MiB, 32,768 entries: half full asks for growth.
+  uint64_t n = 0;
+  for (; n + 1 < 16384; ++n) ASSERT_OK(log->Append(Key(n)));
+  EXPECT_FALSE(log->WantsGrowth());
+  ASSERT_OK(log->GrowAhead());  // less than half used: nothing to do
+  EXPECT_EQ(file_size(), 1 << 20);
+  ASSERT_OK(log->Append(Key(n++)));
+  EXPECT_TRUE(log->WantsGrowth());
+  ASSERT_OK(log->GrowAhead());
+  EXPECT_EQ(file_size(), 2 << 20);
+  EXPECT_FALSE(log->WantsGrowth());
+  // Half of 2 MiB, then appends go on while another thread grows the file,
+  // and go past its capacity: either the growth is done by then or the
+  // append that needs it waits for it.
+  while (!log->WantsGrowth()) ASSERT_OK(log->Append(Key(n++)));
+  EXPECT_EQ(n, 32768u);
+  Status grown;
+  std::thread grower([&] { grown = log->GrowAhead(); });
+  for (const uint64_t end = n + 40000; n < end; ++n) ASSERT_OK(log->Append(Key(n)));
+  grower.join();
+  ASSERT_OK(grown);
+  EXPECT_GE(file_size(), 4 << 20);
+  std::unique_ptr<DirtyLog> other;
+  std::vector<std::string> listed = Reopen(&other);
+  ASSERT_EQ(listed.size(), n) << "an entry was lost to the growth's zeros";
+  for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(listed[i], Str(i)) << "entry " << i;
 }
 
 TEST_F(DirtyLogTest, TornEntryEndsTheListAndIsOverwritten) {
