@@ -89,7 +89,7 @@ Status DirtyLog::Open(const std::string& path, std::vector<std::string>* logged_
     logged_keys->emplace_back(e, keys::kVersionKeySize);
   }
   size_ = off;
-  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
+  NoteFillLocked();
   // Keep "zeros past size_" true: a torn entry (or an older build's
   // leftovers) must not be read as valid after later appends.
   std::memset(map_ + size_, 0, static_cast<size_t>(std::min(file_size, capacity_) - std::min(file_size, size_)));
@@ -117,8 +117,12 @@ Status DirtyLog::MapLocked(uint64_t bytes) {
   map_ = static_cast<char*>(m);
   capacity_ = bytes;
   ++growths_;
-  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
+  NoteFillLocked();
   return Status::OK();
+}
+
+void DirtyLog::NoteFillLocked() {
+  wants_growth_.store(size_ * 2 >= capacity_ && capacity_ != failed_at_capacity_, std::memory_order_relaxed);
 }
 
 Status DirtyLog::GrowAhead() {
@@ -138,6 +142,13 @@ Status DirtyLog::GrowAhead() {
   std::lock_guard l(mu_);
   growing_ = false;
   if (s.ok() && capacity_ < want) s = MapLocked(want);
+  if (!s.ok()) {
+    // Not asked again at this capacity (a full disk would have the
+    // flusher write zeros over and over): the append that fills the log
+    // grows it itself and reports the error.
+    failed_at_capacity_ = capacity_;
+    NoteFillLocked();
+  }
   grown_.notify_all();
   return s;
 }
@@ -151,7 +162,7 @@ Status DirtyLog::Append(const keys::VersionKeyBytes& version_key) {
   }
   EncodeEntry(version_key, map_ + size_);
   size_ += kEntrySize;
-  if (size_ * 2 >= capacity_) wants_growth_.store(true, std::memory_order_relaxed);
+  NoteFillLocked();
   return Status::OK();
 }
 
@@ -167,7 +178,7 @@ void DirtyLog::Release(const std::vector<keys::VersionKeyBytes>& version_keys) {
   } else if (size_ > (1u << 20) && size_ > 8 * kEntrySize * live_.size()) {
     CompactLocked();
   }
-  wants_growth_.store(size_ * 2 >= capacity_, std::memory_order_relaxed);
+  NoteFillLocked();
 }
 
 // Moves the live entries to the front, in order, then zeroes the rest. Each
@@ -195,7 +206,7 @@ Status DirtyLog::Reset() {
   std::memset(map_, 0, static_cast<size_t>(size_));
   size_ = 0;
   live_.clear();
-  wants_growth_.store(false, std::memory_order_relaxed);
+  NoteFillLocked();
   return Status::OK();
 }
 

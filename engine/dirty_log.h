@@ -117,6 +117,8 @@ class DirtyLog {
   Status ReserveLocked(std::unique_lock<std::mutex>& l, uint64_t bytes);
   // Maps the file's first `bytes` (already zero-filled past size_).
   Status MapLocked(uint64_t bytes);
+  // Sets wants_growth_ from how full the log is.
+  void NoteFillLocked();
   void CompactLocked();
 
   // Held by MakeDurable while pages are written back, and by whatever
@@ -141,6 +143,7 @@ class DirtyLog {
   bool growing_ = false;  // a GrowAhead is writing zeros past capacity_ (under mu_)
   std::condition_variable grown_;  // signalled when growing_ becomes false
   std::atomic<bool> wants_growth_{false};
+  uint64_t failed_at_capacity_ = 0;  // the capacity at which GrowAhead last failed (under mu_)
   std::string path_;
 };
 
