@@ -3,6 +3,8 @@
 // it is released; torn entries and stale leftovers are never listed. And the
 // store's use of it: a sync releases the in-place overwrites completed before it.
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <csignal>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,6 +121,38 @@ TEST_F(DirtyLogTest, GrowsAheadOnAnotherThreadWithoutLosingConcurrentAppends) {
   std::unique_ptr<DirtyLog> other;
   std::vector<std::string> listed = Reopen(&other);
   ASSERT_EQ(listed.size(), n) << "an entry was lost to the growth's zeros";
+  for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(listed[i], Str(i)) << "entry " << i;
+}
+
+TEST_F(DirtyLogTest, AFailedGrowthIsNotAskedForAgainAtThatCapacity) {
+  std::unique_ptr<DirtyLog> log;
+  Reopen(&log);
+  uint64_t n = 0;
+  while (!log->WantsGrowth()) ASSERT_OK(log->Append(Key(n++)));
+  {
+    // The file may not grow past 1.5 MiB: the growth to 2 MiB fails (EFBIG),
+    // as it would on a full disk.
+    struct rlimit saved {};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+    auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = saved;
+    small.rlim_cur = 3 << 19;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    const Status grown = log->GrowAhead();
+    const bool wants_after = log->WantsGrowth();
+    ASSERT_OK(log->Append(Key(n++)));
+    const bool wants_after_append = log->WantsGrowth();
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+    ::signal(SIGXFSZ, old_handler);
+    EXPECT_FALSE(grown.ok());
+    EXPECT_FALSE(wants_after) << "the flusher would be asked again at once";
+    EXPECT_FALSE(wants_after_append);
+  }
+  // The append that fills the log grows it itself.
+  while (n < 40000) ASSERT_OK(log->Append(Key(n++)));
+  std::unique_ptr<DirtyLog> other;
+  std::vector<std::string> listed = Reopen(&other);
+  ASSERT_EQ(listed.size(), n);
   for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(listed[i], Str(i)) << "entry " << i;
 }
 
