@@ -454,7 +454,7 @@ class Results:
             self.v[row][tgt] = cur
         cur.append(value)
 
-    MAX_ROWS = ("stall", "stall_base")  # worst case over runs, not the median
+    MAX_ROWS = ("stall", "stall_series", "stall_base")  # worst case over runs, not the median
 
     def get(self, row, tgt):
         x = self.v.get(row, {}).get(tgt)
@@ -748,6 +748,8 @@ class Bench:
                     return True
                 if self.guard(t, f"snap_{tag}_idle_p99", "prepare image", prep):
                     self.snap_lat(t, tag, lambda n: t.snapshot(n, img), path, written)
+                    if tag == "1g":
+                        self.raw_stall(tag, written)
                     if tag == "32g":
                         def c32():
                             return self.timed_cp(t.frozen(f"{tag}-idle-0000", img),
@@ -786,20 +788,58 @@ class Bench:
                                       "preallocation=metadata (every cluster allocated, data not written), "
                                       "which is what an internal snapshot's refcount work depends on.")
 
+    def series(self, take, prefix, path, span, load, state):
+        """One timed series of a.snapshots calls of take(name), once I/O has
+        settled; with `load`, under the 4k writer on `path` and 10 ms apart."""
+        os.sync()
+        state["settle"] = wait_io_quiet("before the series", max_s=60)
+        state["psi"] = psi("avg10")  # the last seconds before the series
+        return snaplat.snapshot_latency(
+            take, prefix, self.a.snapshots, load_path=path if load else None, load_span=span,
+            tmpdir=self.work, spacing_s=0.01 if load else 0.0, deadline_s=self.a.snap_cap)
+
+    def raw_stall(self, tag, written):
+        """The write stall's baseline: the same writer and the same series on a
+        raw file, where each "snapshot" call does nothing. Whatever gaps it sees
+        are the machine's (the kernel, the host), not any filesystem's above it."""
+        t = self.raw
+        path = os.path.join(self.work, "raw-stall.img")
+        state = {}
+
+        def do():
+            create_image(path, written)
+            try:
+                self.fill(path, written, f"stall-raw-{tag}")
+                return self.series(lambda n: None, f"raw-{tag}", path, written, True, state)
+            finally:
+                self.rm(path)
+        try:
+            r = do()
+        except Exception as e:  # noqa: BLE001
+            self.res.notes.append(f"raw file stall baseline ({tag}): failed: {e}")
+            log(f"raw file stall baseline: {e}")
+            return
+        self.res.add("stall_series", t.key, r["series_gap_ms"])
+        self.res.add("stall_base", t.key, r["baseline_gap_ms"])
+        line = (f"raw file {tag} load (the same writer and series, each call a no-op): longest gap in the series "
+                f"{r['series_gap_ms']:.2f} ms (in the 1 s before it {r['baseline_gap_ms']:.2f} ms, "
+                f"{r['write_iops']:.0f} writes/s); gaps over 5 ms during the series: {r['long_gaps']}"
+                + self.host_note(r) + f"; {state.get('settle', '')}")
+        log("  " + line)
+        self.res.notes.append("write stall baseline, " + line)
+
+    @staticmethod
+    def host_note(r):
+        if r.get("host_reported_mib") is None:
+            return ""
+        return f"; free memory the guest reported to the host during the series: {r['host_reported_mib']:.0f} MiB"
+
     def snap_lat(self, t, tag, take, path, span, store_as=None):
-        a = self.a
         key = store_as or t.key
         state = {}
         for mode in ("idle", "load"):
             def do(mode=mode):
-                os.sync()
-                state["settle"] = wait_io_quiet("before the series", max_s=60)
-                state["psi"] = psi("avg10")  # the last seconds before the series
-                return snaplat.snapshot_latency(
-                    take, f"{tag}-{mode}", a.snapshots,
-                    load_path=path if mode == "load" else None, load_span=span,
-                    tmpdir=self.work, spacing_s=0.01 if mode == "load" else 0.0,
-                    deadline_s=a.snap_cap)
+                return self.series(take, f"{tag}-{mode}", path, span, mode == "load", state)
             r = self.guard(t, f"snap_{tag}_{mode}_p99", f"snapshots {tag} {mode}", do)
             if r is None:
                 if isinstance(self.res.raw(f"snap_{tag}_{mode}_p99", t.key), str) and key != t.key:
@@ -810,6 +850,7 @@ class Bench:
             extra = ""
             if mode == "load":
                 self.res.add("stall", key, r["stall_ms"])
+                self.res.add("stall_series", key, r["series_gap_ms"])
                 self.res.add("stall_base", key, r["baseline_gap_ms"])
                 self.res.add(f"load_iops_{tag}", key, r["write_iops"])
                 extra = (f" stall {r['stall_ms']:.2f} ms (no-snapshot max gap {r['baseline_gap_ms']:.2f} ms,"
@@ -817,6 +858,7 @@ class Bench:
                 if r.get("stall_where"):
                     extra += (f"; {r['stall_where']}; gaps over 5 ms during the series: {r['long_gaps']}, "
                               f"{r['long_gaps_overlapping']} of them overlapping a snapshot call")
+                extra += self.host_note(r)
                 if r.get("writer_error"):
                     extra += f" writer error: {r['writer_error']}"
             if r.get("truncated"):
@@ -1138,6 +1180,8 @@ def report(b, meta):
                          ("<1 ms", lambda r=f"snap_{tag}_{mode}_p99": abs_bar(r, 1.0, strict=True))))
     rows += [
         ("stall", "longest 4k write stall during a snapshot, ms", "ms", ("<5 ms", lambda: abs_bar("stall", 5.0, strict=True))),
+        ("stall_series", "longest 4k write gap anywhere in a load series (raw file: the same series with "
+         "no-op calls, 1 GiB only), ms", "ms", None),
         ("stall_base", "longest 4k write gap with no snapshot (noise floor), ms", "ms", None),
         ("clone", f"cp clone, {sz} fully written image, ms", "ms", ("≤10 ms", lambda: abs_bar("clone", 10.0))),
         ("clone_live", f"cp clone of the live image ({sz}), ms", "ms", None),
@@ -1224,6 +1268,9 @@ def report(b, meta):
         "4k pwrite()s at random offsets of the written range in a loop (no fsync) meanwhile, snapshots 10 ms "
         "apart; the write stall is the longest gap between two write completions that overlaps a snapshot call, "
         "over all load runs; the noise floor is the longest gap in the 1 s of load before the first snapshot. "
+        "The raw file gets the same writer and the same 1 GiB series with calls that do nothing, right after "
+        "snapdisk's: its longest gap anywhere in the series is the machine's own share of a stall (the kernel, "
+        "the host), and the row beside the stall gives every target's figure on that footing. "
         "Each series starts once I/O has settled (under 5 % of a second stalled on I/O, at most 60 s; "
         "after the peers' files are deleted, at most 120 s).")
     lines.append(
@@ -1335,6 +1382,34 @@ def wait_io_quiet(what, max_s=120.0, share=0.05):
                     "measured anyway")
 
 
+def host_page_reporting():
+    """How this guest hands free memory back to its host, if it does: the
+    virtio balloon's free page reporting, which makes the host discard each
+    reported block (bench/README.md, "The write stall")."""
+    d = "/sys/module/page_reporting/parameters"
+    try:
+        balloons = [n for n in os.listdir("/sys/bus/virtio/drivers/virtio_balloon") if n.startswith("virtio")]
+    except OSError:
+        balloons = []
+    if not os.path.isdir(d) or not balloons:
+        return None
+
+    def val(name):
+        try:
+            with open(os.path.join(d, name)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+    order = val("page_reporting_order")
+    out = f"on, blocks of order {order} ({4 << int(order)} KiB) and up" if order and order.isdigit() else "on"
+    if val("min_free_ms") is not None:
+        out += f", reported after {val('min_free_ms')} ms free"
+    kib = val("reported_kib")
+    if kib and kib.isdigit():
+        out += f", {int(kib) / (1 << 30):.0f} TiB reported since boot"
+    return out
+
+
 def metadata(a, duration):
     def first(cmd):
         return sh_out(cmd).splitlines()[0] if sh_out(cmd) else "?"
@@ -1372,6 +1447,9 @@ def metadata(a, duration):
         "load average at start / end": a.load_start + " / " + sh_out("cut -d' ' -f1-3 /proc/loadavg"),
         "pressure (PSI some avg60, cpu / io) at start / end": a.psi_start + " / " + psi(),
     }
+    reporting = host_page_reporting()
+    if reporting:
+        machine["free page reporting to the host (virtio balloon)"] = reporting
     for k, v in versions.items():
         machine[f"version: {k}"] = v
     return {

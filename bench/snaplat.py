@@ -155,6 +155,23 @@ def worst_gap_overlapping(gaps, windows):
     return best
 
 
+# The virtio balloon's free page reporting of this machine's kernel: how many
+# KiB of free guest memory it has handed back to the host so far. Each report
+# makes the host discard that memory, and while it does, the guest's vCPUs
+# can stall for milliseconds whatever runs on them (bench/README.md, "The
+# write stall"). Not every kernel has this counter.
+HOST_REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def host_reported_kib():
+    """KiB of free memory reported to the host so far, or None if unknown."""
+    try:
+        with open(HOST_REPORTED_KIB) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def describe_stall(gap, window):
     """Where the worst gap sits against the snapshot call it overlaps: a gap
     that began well before the call started was not caused by it."""
@@ -194,6 +211,7 @@ def snapshot_latency(take, prefix, count, load_path=None, load_span=0, tmpdir="/
         writer = Writer(load_path, load_span, os.path.join(tmpdir, f"writer-{os.getpid()}-{prefix}.json"))
         time.sleep(1.0)  # baseline window without snapshots
     base_end = time.monotonic_ns()
+    reported_before = host_reported_kib()
     windows = []
     t_begin = time.monotonic()
     err = None
@@ -212,12 +230,21 @@ def snapshot_latency(take, prefix, count, load_path=None, load_span=0, tmpdir="/
     except Exception as e:  # report what we have
         err = e
     finally:
+        reported_after = host_reported_kib()
+        if reported_before is not None and reported_after is not None:
+            res["host_reported_mib"] = (reported_after - reported_before) / 1024
         if writer:
             rep = writer.stop()
             res["writes"] = rep["count"]
             res["write_iops"] = rep["count"] / max(1e-9, (rep["t_end"] - rep["t_start"]) / 1e9)
             stall, gap, window = worst_gap_overlapping(rep["gaps"], windows)
             res["stall_ms"] = stall / 1e6
+            # The longest gap anywhere from the first call's start to the last
+            # one's end, whether or not it overlaps a call: comparable across
+            # targets whose calls take different times (or, for a baseline,
+            # none at all).
+            span = [(windows[0][0], windows[-1][1])] if windows else []
+            res["series_gap_ms"] = max_gap_overlapping(rep["gaps"], span) / 1e6
             if gap is not None:
                 res["stall_where"] = describe_stall(gap, window)
             # Gaps over 5 ms (the bar) during the snapshot series, and how
