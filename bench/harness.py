@@ -647,7 +647,10 @@ class Bench:
         self.res.notes.append(line)
 
     def fill(self, path, size, tag):
-        drop_caches()
+        # No drop_caches first: nothing here is timed, and on a guest that
+        # reports free memory to its host a drop sets off up to 20 s of the
+        # host taking that memory back, which the series after the fill would
+        # then wait out (wait_host_quiet) or time.
         fio(path, size, ["--rw=write", "--bs=1M", "--end_fsync=1", "--runtime=1800"], 0, False, self.fio_dir,
             f"fill-{tag}", timeout=1900)
 
@@ -792,7 +795,8 @@ class Bench:
         """One timed series of a.snapshots calls of take(name), once I/O has
         settled; with `load`, under the 4k writer on `path` and 10 ms apart."""
         os.sync()
-        state["settle"] = wait_io_quiet("before the series", max_s=60)
+        host = wait_host_quiet("before the series")
+        state["settle"] = wait_io_quiet("before the series", max_s=60) + (f"; {host}" if host else "")
         state["psi"] = psi("avg10")  # the last seconds before the series
         return snaplat.snapshot_latency(
             take, prefix, self.a.snapshots, load_path=path if load else None, load_span=span,
@@ -939,6 +943,9 @@ class Bench:
 
         def measure(label, n_existing):
             # mkdir latency with n_existing snapshots: 100x (mkdir, then rmdir it again)
+            host = wait_host_quiet(f"before the mkdir probes at {n_existing} snapshot(s)")
+            if host:
+                self.res.notes.append(host)
             lat = []
             d = t.snapdir(img)
             rmdir_ok = True
@@ -967,13 +974,18 @@ class Bench:
             # index's compactions, write-back) settles, as before every
             # latency series: a read that shares the disk with it measures it.
             os.sync()
-            self.res.notes.append(wait_io_quiet(f"before the reads at {n_existing} snapshot(s)", max_s=60))
+            host = wait_host_quiet(f"before the reads at {n_existing} snapshot(s)")
+            self.res.notes.append(wait_io_quiet(f"before the reads at {n_existing} snapshot(s)", max_s=60)
+                                  + (f"; {host}" if host else ""))
             reads, twin_reads, plain_reads = [], [], []
             targets = [(path, reads, label)]
             if label == "N":
                 targets[:0] = [(twin_path, twin_reads, "twin"), (plain_path, plain_reads, "plain")]
-            for _ in range(5 if label == "N" else 3):
-                for p, out, tag in targets:
+            for rnd in range(5 if label == "N" else 3):
+                # Each read follows its own drop_caches, whose aftermath (the
+                # host taking back the freed memory) spills into the reads after
+                # it: the order rotates so that no image always reads third.
+                for p, out, tag in targets[rnd % len(targets):] + targets[:rnd % len(targets)]:
                     drop_caches()
                     out.append(fio(p, size, ["--rw=read", "--bs=1M"], 0, False, self.fio_dir,
                                    f"many-read-{tag}")["MiB/s"])
@@ -1272,7 +1284,9 @@ def report(b, meta):
         "snapdisk's: its longest gap anywhere in the series is the machine's own share of a stall (the kernel, "
         "the host), and the row beside the stall gives every target's figure on that footing. "
         "Each series starts once I/O has settled (under 5 % of a second stalled on I/O, at most 60 s; "
-        "after the peers' files are deleted, at most 120 s).")
+        "after the peers' files are deleted, at most 120 s) and, where the kernel counts it, once the guest "
+        "has reported under 16 MiB of free memory to its host over 3 s (at most 40 s): the host's discarding of the memory "
+        "a drop_caches freed stalls the vCPUs, whatever runs on them.")
     lines.append(
         "- cp clone: wall time of GNU `cp SRC DST` (snapdisk: SRC is the frozen view of a fresh snapshot, DST a "
         "new image in the mount; passthrough_ll: both in its mount; qemu: the export file copied to the host "
@@ -1286,9 +1300,11 @@ def report(b, meta):
     lines.append(
         f"- Many snapshots: a {a.many_image // MiB} MiB fully written image; at 1 snapshot and again at "
         f"{many:,} snapshots (each created after one 4k random write), {a.snapshots}× (mkdir + rmdir of a probe "
-        "snapshot), then `ls -l` of the snapshot folder (cold) and, once I/O has settled as before a latency "
+        "snapshot, once the host's reporting has paused as before a latency series), then `ls -l` of the "
+        "snapshot folder (cold) and, once I/O and the host have settled as before a latency "
         "series, cold fio seq reads (1M) of the live image: "
-        f"3 at 1 snapshot; at {many:,}, 5 rounds that alternate with reads of two twins filled the same way and "
+        f"3 at 1 snapshot; at {many:,}, 5 rounds that alternate with reads of two twins filled the same way "
+        "(the order rotating each round) and "
         f"left at 1 snapshot: one got the same {many:,} writes (same offsets, same order) after its snapshot, "
         "the baseline of the bar, so that only the number of snapshots differs; the plain one got none "
         "(medians; one read per image if a read takes over 5 s).")
@@ -1359,6 +1375,38 @@ def io_stall_us():
         return int(some["total"]) if some else None
     except (KeyError, ValueError):
         return None
+
+
+def wait_host_quiet(what, max_s=40.0, quiet_s=3.0, trickle_mib=16):
+    """Waits until the guest has reported less than trickle_mib of free memory
+    to its host over the last quiet_s, or max_s passed. A drop_caches (before
+    every cold read) frees memory that this machine's kernel then reports in
+    passes about 2 s apart for up to 20 s, hundreds of MiB each, and while the
+    host discards it the vCPUs stall for up to tens of ms, whatever runs on
+    them: a series timed then times the host (bench/README.md, "Since 10:00
+    on 2026-12-05"). A few MiB now and then is the machine's steady trickle.
+    Returns a clause for the notes, or "" on a kernel without the counter."""
+    if snaplat.host_reported_kib() is None:
+        return ""
+    t0 = time.monotonic()
+    last = snaplat.host_reported_kib()
+    events = []  # (time, KiB reported since the previous reading)
+    total = 0
+    while True:
+        now = time.monotonic()
+        recent = sum(k for t, k in events if t > now - quiet_s)
+        if now - t0 >= quiet_s and recent < trickle_mib * 1024:
+            return (f"{what}: waited {now - t0:.0f} s for the host's free page reporting to pause "
+                    f"({total / 1024:.0f} MiB meanwhile)")
+        if now - t0 >= max_s:
+            return (f"{what}: the host's free page reporting still active after {now - t0:.0f} s "
+                    f"({total / 1024:.0f} MiB meanwhile); measured anyway")
+        time.sleep(0.1)
+        cur = snaplat.host_reported_kib()
+        if cur != last:
+            events.append((time.monotonic(), cur - last))
+            total += cur - last
+            last = cur
 
 
 def wait_io_quiet(what, max_s=120.0, share=0.05):
