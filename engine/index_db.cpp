@@ -49,6 +49,16 @@ Status IndexDb::Open(const std::string& path, const Options& options, bool creat
   dbo.error_if_exists = false;
   dbo.paranoid_checks = true;
   dbo.max_background_jobs = 2;
+  // Flushes and compactions run at nice 19. At nice 0 a compaction thread
+  // took a vCPU for its whole 3 ms slice while the thread serving a 4 KiB
+  // write, and the writer it had just answered, waited on that vCPU's run
+  // queue (the other one idle): a 3 ms gap in the writes (sched_switch
+  // trace, bench/README.md "Since 10:00 on 2026-12-05"). At nice 19 a
+  // waking request preempts it at once; with nothing else to run it still
+  // gets a whole CPU. An Env that does not support it (tests' fault-injecting
+  // ones) keeps its threads as they are.
+  for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH})
+    (void)dbo.env->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow);
   dbo.max_open_files = 512;
   dbo.keep_log_file_num = 4;
   dbo.max_log_file_size = 4 << 20;
