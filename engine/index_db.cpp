@@ -55,8 +55,9 @@ Status IndexDb::Open(const std::string& path, const Options& options, bool creat
   // queue (the other one idle): a 3 ms gap in the writes (sched_switch
   // trace, bench/README.md "Since 10:00 on 2026-12-05"). At nice 19 a
   // waking request preempts it at once; with nothing else to run it still
-  // gets a whole CPU. An Env that does not support it (tests' fault-injecting
-  // ones) keeps its threads as they are.
+  // gets a whole CPU. The pools are the process's (Env::Default, which the
+  // tests' fault-injecting Env forwards to), so every open sets the same
+  // thing; an Env that cannot returns NotSupported and keeps its threads.
   for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH})
     (void)dbo.env->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow);
   dbo.max_open_files = 512;
