@@ -1387,10 +1387,10 @@ def wait_host_quiet(what, max_s=40.0, quiet_s=3.0, trickle_mib=16):
     them: a series timed then times the host (bench/README.md, "Since 10:00
     on 2026-12-05"). A few MiB now and then is the machine's steady trickle.
     Returns a clause for the notes, or "" on a kernel without the counter."""
-    if snaplat.host_reported_kib() is None:
+    last = snaplat.host_reported_kib()
+    if last is None:
         return ""
     t0 = time.monotonic()
-    last = snaplat.host_reported_kib()
     events = []  # (time, KiB reported since the previous reading)
     total = 0
     while True:
@@ -1404,7 +1404,7 @@ def wait_host_quiet(what, max_s=40.0, quiet_s=3.0, trickle_mib=16):
                     f"({total / 1024:.0f} MiB meanwhile); measured anyway")
         time.sleep(0.1)
         cur = snaplat.host_reported_kib()
-        if cur != last:
+        if cur is not None and cur != last:
             events.append((time.monotonic(), cur - last))
             total += cur - last
             last = cur
@@ -1434,7 +1434,7 @@ def wait_io_quiet(what, max_s=120.0, share=0.05):
 def host_page_reporting():
     """How this guest hands free memory back to its host, if it does: the
     virtio balloon's free page reporting, which makes the host discard each
-    reported block (bench/README.md, "The write stall")."""
+    reported block (bench/README.md, "Since 10:00 on 2026-12-05")."""
     d = "/sys/module/page_reporting/parameters"
     try:
         balloons = [n for n in os.listdir("/sys/bus/virtio/drivers/virtio_balloon") if n.startswith("virtio")]
@@ -1453,9 +1453,9 @@ def host_page_reporting():
     out = f"on, blocks of order {order} ({4 << int(order)} KiB) and up" if order and order.isdigit() else "on"
     if val("min_free_ms") is not None:
         out += f", reported after {val('min_free_ms')} ms free"
-    kib = val("reported_kib")
-    if kib and kib.isdigit():
-        out += f", {int(kib) / (1 << 30):.0f} TiB reported since boot"
+    kib = snaplat.host_reported_kib()
+    if kib is not None:
+        out += f", {kib / (1 << 30):.0f} TiB reported since boot"
     return out
 
 

@@ -158,8 +158,8 @@ def worst_gap_overlapping(gaps, windows):
 # The virtio balloon's free page reporting of this machine's kernel: how many
 # KiB of free guest memory it has handed back to the host so far. Each report
 # makes the host discard that memory, and while it does, the guest's vCPUs
-# can stall for milliseconds whatever runs on them (bench/README.md, "The
-# write stall"). Not every kernel has this counter.
+# can stall for milliseconds whatever runs on them (bench/README.md, "Since
+# 10:00 on 2026-12-05"). Not every kernel has this counter.
 HOST_REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
 
 
