@@ -1431,6 +1431,47 @@ def wait_io_quiet(what, max_s=120.0, share=0.05):
                     "measured anyway")
 
 
+def read_text(path):
+    """A small /proc or /sys file's text, stripped, or None if unreadable."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_sharing():
+    """What else takes this machine's CPUs from a daemon's pinned ring
+    threads, and how the scheduler hands them out: the kernel's DAMON
+    threads (a kdamond running a pageout scheme held a vCPU for 0.5-0.9 ms
+    every 0.5 s and 3.4-3.9 ms every 5 s), the host's vCPU packing, autogroup
+    (bench/README.md, "Since 12:45 on 2026-12-05")."""
+    parts = []
+    damon = "/sys/kernel/mm/damon/admin/kdamonds"
+    for k in sorted(os.listdir(damon)) if os.path.isdir(damon) else []:
+        kd = os.path.join(damon, k)
+        if not os.path.isdir(kd) or read_text(os.path.join(kd, "state")) != "on":
+            continue
+        ctx = os.path.join(kd, "contexts", "0")
+        ops = read_text(os.path.join(ctx, "operations")) or "?"
+        iv = os.path.join(ctx, "monitoring_attrs", "intervals")
+        sample, aggr = read_text(os.path.join(iv, "sample_us")), read_text(os.path.join(iv, "aggr_us"))
+        schemes = os.path.join(ctx, "schemes")
+        actions = [read_text(os.path.join(schemes, n, "action")) or "?"
+                   for n in sorted(os.listdir(schemes)) if n.isdigit()] if os.path.isdir(schemes) else []
+        desc = f"kdamond {k} ({ops}"
+        if sample and sample.isdigit() and aggr and aggr.isdigit():
+            desc += f", samples every {int(sample) / 1000:.0f} ms, aggregates every {int(aggr) / 1000:.0f} ms"
+        parts.append(desc + (f", schemes: {', '.join(actions)})" if actions else ")"))
+    pack = read_text("/proc/sys/kernel/sched_vcpu_pack")
+    if pack is not None:
+        parts.append(f"sched_vcpu_pack {pack}")
+    autogroup = read_text("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup is not None:
+        parts.append("autogroup " + ("on" if autogroup == "1" else "off"))
+    return "; ".join(parts) or None
+
+
 def host_page_reporting():
     """How this guest hands free memory back to its host, if it does: the
     virtio balloon's free page reporting, which makes the host discard each
@@ -1444,11 +1485,7 @@ def host_page_reporting():
         return None
 
     def val(name):
-        try:
-            with open(os.path.join(d, name)) as f:
-                return f.read().strip()
-        except OSError:
-            return None
+        return read_text(os.path.join(d, name))
     order = val("page_reporting_order")
     out = f"on, blocks of order {order} ({4 << int(order)} KiB) and up" if order and order.isdigit() else "on"
     if val("min_free_ms") is not None:
@@ -1499,6 +1536,9 @@ def metadata(a, duration):
     reporting = host_page_reporting()
     if reporting:
         machine["free page reporting to the host (virtio balloon)"] = reporting
+    sharing = cpu_sharing()
+    if sharing:
+        machine["what else shares the CPUs (DAMON, vCPU packing, autogroup)"] = sharing
     for k, v in versions.items():
         machine[f"version: {k}"] = v
     return {
