@@ -53,9 +53,12 @@ Status IndexDb::Open(const std::string& path, const Options& options, bool creat
   // took a vCPU for its whole 3 ms slice while the thread serving a 4 KiB
   // write, and the writer it had just answered, waited on that vCPU's run
   // queue (the other one idle): a 3 ms gap in the writes (sched_switch
-  // trace, bench/README.md "Since 10:00 on 2026-12-05"). At nice 19 a
-  // waking request preempts it at once; with nothing else to run it still
-  // gets a whole CPU. The pools are the process's (Env::Default, which the
+  // trace, bench/README.md "Since 10:00 on 2026-12-05"). At nice 19 they
+  // weigh 1/68 of a ring thread, so they lose most picks to one; not all:
+  // later traces still caught them holding a vCPU for 3-5 ms while a ring
+  // thread waited, and SCHED_IDLE did no better ("Since 12:45 on
+  // 2026-12-05"). With nothing else to run they still get a whole CPU.
+  // The pools are the process's (Env::Default, which the
   // tests' fault-injecting Env forwards to), so every open sets the same
   // thing; an Env that cannot returns NotSupported and keeps its threads.
   for (auto pool : {rocksdb::Env::Priority::LOW, rocksdb::Env::Priority::HIGH})

@@ -1,6 +1,6 @@
 // The index's background threads (engine/index_db.cpp): RocksDB's flushes
-// and compactions run at nice 19, so that a request that wakes up preempts
-// them instead of waiting out their time slice.
+// and compactions run at nice 19, so that a ring thread serving a request
+// wins the CPU from them.
 #include <filesystem>
 #include <fstream>
 #include <map>
