@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -49,6 +50,9 @@ class DataFileIo {
   // posix_fadvise(WILLNEED): starts reading the range into the page cache
   // and returns without waiting. A hint, like StartWriteback.
   virtual int Prefetch(int fd, off_t pos, off_t len) { return 0; }
+  // posix_fadvise(DONTNEED): starts writing the range's dirty pages back
+  // (without waiting) and drops its clean ones from the page cache. A hint.
+  virtual int Evict(int fd, off_t pos, off_t len) { return 0; }
   // How many pages of [pos, pos+len) the page cache holds, or -1 if unknown
   // (then DataFile never polls: it must not bypass cached data blindly).
   virtual int64_t CachedPages(int fd, off_t pos, off_t len) { return -1; }
@@ -119,6 +123,11 @@ class DataFile {
   int fd_ = -1;
   int random_fd_ = -1;  // the same file, read-only, POSIX_FADV_RANDOM
   int direct_fd_ = -1;  // the same file, read-only, O_DIRECT: polled reads
+  // Whole-block writes are written behind: their pages leave the page cache
+  // once they are on their way to the disk (WriteBehind).
+  void WriteBehind(off_t pos, off_t len);
+  std::mutex behind_mu_;
+  std::deque<std::pair<off_t, off_t>> behind_;  // guarded by behind_mu_: recent ranges, oldest first
   // Whether a polled read of uncached pages is worth it (ShouldPoll).
   bool ShouldPoll(uint64_t pos, uint32_t len, const char* buf) const;
   void NotePolled(uint64_t waited_ns) const;
