@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "data_file.h"
+#include "forwarding_io.h"
 #include "polled_read.h"
 #include "test_util.h"
 
@@ -20,7 +21,6 @@ namespace snapdisk::test {
 namespace {
 
 using engine::DataFile;
-using engine::DataFileIo;
 
 constexpr uint32_t kBlock = 64 * 1024;
 
@@ -111,19 +111,9 @@ TEST_F(PolledReadTest, ZeroPollTimeKeepsEveryReadBuffered) {
 }
 
 // The real calls, except that a polled read comes back short or failing.
-class ShortPolledIo final : public DataFileIo {
+class ShortPolledIo final : public ForwardingIo {
  public:
   explicit ShortPolledIo(bool fail) : fail_(fail) {}
-  int Open(const std::string& path, int flags, mode_t mode) override { return posix_->Open(path, flags, mode); }
-  int Close(int fd) override { return posix_->Close(fd); }
-  ssize_t Pread(int fd, void* buf, size_t len, off_t pos) override { return posix_->Pread(fd, buf, len, pos); }
-  ssize_t Pwrite(int fd, const void* buf, size_t len, off_t pos) override {
-    return posix_->Pwrite(fd, buf, len, pos);
-  }
-  int PunchHole(int fd, off_t pos, off_t len) override { return posix_->PunchHole(fd, pos, len); }
-  int Fdatasync(int fd) override { return posix_->Fdatasync(fd); }
-  int Writeback(int fd) override { return posix_->Writeback(fd); }
-  int64_t CachedPages(int fd, off_t pos, off_t len) override { return posix_->CachedPages(fd, pos, len); }
   ssize_t PolledPread(int fd, void* buf, size_t len, off_t pos, uint64_t, uint64_t* waited_ns) override {
     *waited_ns = 0;
     ++calls;
@@ -136,7 +126,6 @@ class ShortPolledIo final : public DataFileIo {
   int calls = 0;
 
  private:
-  DataFileIo* const posix_ = DataFileIo::Posix();
   const bool fail_;
 };
 

@@ -10,54 +10,58 @@
 #include <gtest/gtest.h>
 
 #include "data_file.h"
+#include "forwarding_io.h"
 #include "test_util.h"
 
 namespace snapdisk::test {
 namespace {
 
 using engine::DataFile;
-using engine::DataFileIo;
 
 constexpr uint32_t kBlock = 64 * 1024;
+constexpr uint64_t kBlocksPerMiB = (1 << 20) / kBlock;
 
 // The real calls, with every Evict recorded.
-class EvictRecordingIo final : public DataFileIo {
+class EvictRecordingIo final : public ForwardingIo {
  public:
-  int Open(const std::string& path, int flags, mode_t mode) override { return posix_->Open(path, flags, mode); }
-  int Close(int fd) override { return posix_->Close(fd); }
-  ssize_t Pread(int fd, void* buf, size_t len, off_t pos) override { return posix_->Pread(fd, buf, len, pos); }
-  ssize_t Pwrite(int fd, const void* buf, size_t len, off_t pos) override {
-    return posix_->Pwrite(fd, buf, len, pos);
-  }
-  int PunchHole(int fd, off_t pos, off_t len) override { return posix_->PunchHole(fd, pos, len); }
-  int Fdatasync(int fd) override { return posix_->Fdatasync(fd); }
-  int Writeback(int fd) override { return posix_->Writeback(fd); }
-  int64_t CachedPages(int fd, off_t pos, off_t len) override { return posix_->CachedPages(fd, pos, len); }
   int Evict(int fd, off_t pos, off_t len) override {
     evicted.emplace_back(pos, len);
     return posix_->Evict(fd, pos, len);
   }
   std::vector<std::pair<off_t, off_t>> evicted;
-
- private:
-  DataFileIo* const posix_ = DataFileIo::Posix();
 };
 
-std::string Block(char fill) { return std::string(kBlock, fill); }
+class WriteBehindTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    f_.UseIo(&io_);
+    ASSERT_TRUE(f_.Open(path_, kBlock).ok());
+  }
+  void WriteBlock(uint64_t slot) { ASSERT_TRUE(f_.Write(slot, 0, block_.data(), kBlock).ok()); }
+  // Pages of the data file's [pos, pos+len) in the page cache (cachestat(2)).
+  int64_t Cached(off_t pos, off_t len) {
+    const int fd = io_.Open(path_, O_RDONLY, 0);
+    EXPECT_GE(fd, 0);
+    const int64_t n = io_.CachedPages(fd, pos, len);
+    io_.Close(fd);
+    EXPECT_NE(n, -1) << "this kernel has no cachestat(2) (Linux 6.5+)";
+    return n;
+  }
 
-TEST(WriteBehindTest, WholeBlocksAreEvictedTwiceSixteenRangesBehind) {
-  TempDir dir;
-  EvictRecordingIo io;
-  DataFile f;
-  f.UseIo(&io);
-  ASSERT_TRUE(f.Open(dir.path() + "/blocks.dat", kBlock).ok());
+  TempDir dir_;
+  const std::string path_ = dir_.path() + "/blocks.dat";
+  const std::string block_ = std::string(kBlock, 'x');
+  EvictRecordingIo io_;
+  DataFile f_;  // after io_, which it uses until it is destroyed
+};
+
+TEST_F(WriteBehindTest, WholeBlocksAreEvictedTwiceSixteenRangesBehind) {
   // Every other slot: no two writes are adjacent, so each is a range of its own.
-  const std::string data = Block('x');
-  for (uint64_t i = 0; i < 40; ++i) ASSERT_TRUE(f.Write(2 * i, 0, data.data(), kBlock).ok());
+  for (uint64_t i = 0; i < 40; ++i) WriteBlock(2 * i);
   // Ranges 0..23 are 16 or more behind the newest (39): evicted once each;
   // ranges 0..7 are 32 or more behind: evicted a second time.
   std::vector<int> times(40, 0);
-  for (const auto& [pos, len] : io.evicted) {
+  for (const auto& [pos, len] : io_.evicted) {
     EXPECT_EQ(len, off_t{kBlock});
     ASSERT_EQ(pos % (2 * kBlock), 0);
     ++times.at(static_cast<size_t>(pos / (2 * kBlock)));
@@ -65,62 +69,30 @@ TEST(WriteBehindTest, WholeBlocksAreEvictedTwiceSixteenRangesBehind) {
   for (size_t r = 0; r < 40; ++r) EXPECT_EQ(times[r], r < 8 ? 2 : r < 24 ? 1 : 0) << "range " << r;
 }
 
-TEST(WriteBehindTest, AdjacentBlocksMergeIntoOneMebibyteRanges) {
-  TempDir dir;
-  EvictRecordingIo io;
-  DataFile f;
-  f.UseIo(&io);
-  ASSERT_TRUE(f.Open(dir.path() + "/blocks.dat", kBlock).ok());
-  const std::string data = Block('y');
+TEST_F(WriteBehindTest, AdjacentBlocksMergeIntoOneMebibyteRanges) {
   // 17 MiB written sequentially: 17 ranges of 1 MiB; the first is 16 behind.
-  for (uint64_t slot = 0; slot < 17 * 16; ++slot) ASSERT_TRUE(f.Write(slot, 0, data.data(), kBlock).ok());
-  ASSERT_EQ(io.evicted.size(), 1u);
-  EXPECT_EQ(io.evicted[0], std::make_pair(off_t{0}, off_t{1} << 20));
+  for (uint64_t slot = 0; slot < 17 * kBlocksPerMiB; ++slot) WriteBlock(slot);
+  ASSERT_EQ(io_.evicted.size(), 1u);
+  EXPECT_EQ(io_.evicted[0], std::make_pair(off_t{0}, off_t{1} << 20));
 }
 
-TEST(WriteBehindTest, PieceWritesStayCached) {
-  TempDir dir;
-  EvictRecordingIo io;
-  DataFile f;
-  f.UseIo(&io);
-  const std::string path = dir.path() + "/blocks.dat";
-  ASSERT_TRUE(f.Open(path, kBlock).ok());
+TEST_F(WriteBehindTest, PieceWritesStayCached) {
   const std::string piece(4096, 'z');
-  for (uint64_t slot = 0; slot < 100; ++slot) ASSERT_TRUE(f.Write(2 * slot, 4096, piece.data(), 4096).ok());
-  EXPECT_TRUE(io.evicted.empty());
-  const int fd = io.Open(path, O_RDONLY, 0);
-  ASSERT_GE(fd, 0);
-  const int64_t cached = io.CachedPages(fd, 0, 200 * off_t{kBlock});
-  io.Close(fd);
-  ASSERT_NE(cached, -1) << "this kernel has no cachestat(2) (Linux 6.5+)";
-  EXPECT_EQ(cached, 100);
+  for (uint64_t slot = 0; slot < 100; ++slot) ASSERT_TRUE(f_.Write(2 * slot, 4096, piece.data(), 4096).ok());
+  EXPECT_TRUE(io_.evicted.empty());
+  EXPECT_EQ(Cached(0, 200 * off_t{kBlock}), 100);
 }
 
 // The point of it, on the real file system: what was written in bulk before
 // a sync is out of the page cache once enough was written after it.
-TEST(WriteBehindTest, BulkWrittenDataLeavesThePageCache) {
-  TempDir dir;
-  EvictRecordingIo io;
-  DataFile f;
-  f.UseIo(&io);
-  const std::string path = dir.path() + "/blocks.dat";
-  ASSERT_TRUE(f.Open(path, kBlock).ok());
-  const std::string data = Block('w');
-  const uint64_t per_mib = (1 << 20) / kBlock;
-  for (uint64_t slot = 0; slot < 16 * per_mib; ++slot) ASSERT_TRUE(f.Write(slot, 0, data.data(), kBlock).ok());
-  ASSERT_TRUE(f.Sync().ok());  // the first 16 MiB are clean now
-  for (uint64_t slot = 16 * per_mib; slot < 48 * per_mib; ++slot)
-    ASSERT_TRUE(f.Write(slot, 0, data.data(), kBlock).ok());
+TEST_F(WriteBehindTest, BulkWrittenDataLeavesThePageCache) {
+  for (uint64_t slot = 0; slot < 16 * kBlocksPerMiB; ++slot) WriteBlock(slot);
+  ASSERT_TRUE(f_.Sync().ok());  // the first 16 MiB are clean now
+  for (uint64_t slot = 16 * kBlocksPerMiB; slot < 48 * kBlocksPerMiB; ++slot) WriteBlock(slot);
   // Every range of the first 16 MiB has had its second eviction, after it was
   // clean: none of its pages is cached. The last 16 MiB are all cached.
-  const int fd = io.Open(path, O_RDONLY, 0);
-  ASSERT_GE(fd, 0);
-  const int64_t first = io.CachedPages(fd, 0, 16 << 20);
-  const int64_t last = io.CachedPages(fd, 32 << 20, 16 << 20);
-  io.Close(fd);
-  ASSERT_NE(first, -1) << "this kernel has no cachestat(2) (Linux 6.5+)";
-  EXPECT_EQ(first, 0);
-  EXPECT_EQ(last, (16 << 20) / 4096);
+  EXPECT_EQ(Cached(0, 16 << 20), 0);
+  EXPECT_EQ(Cached(32 << 20, 16 << 20), (16 << 20) / 4096);
 }
 
 }  // namespace
