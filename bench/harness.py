@@ -834,9 +834,12 @@ class Bench:
 
     @staticmethod
     def host_note(r):
-        if r.get("host_reported_mib") is None:
-            return ""
-        return f"; free memory the guest reported to the host during the series: {r['host_reported_mib']:.0f} MiB"
+        out = ""
+        if r.get("host_reported_mib") is not None:
+            out += f"; free memory the guest reported to the host during the series: {r['host_reported_mib']:.0f} MiB"
+        if r.get("steal_ms") is not None:
+            out += f"; CPU time the host took from the vCPUs during the series (steal): {r['steal_ms']:.0f} ms"
+        return out
 
     def snap_lat(self, t, tag, take, path, span, store_as=None):
         key = store_as or t.key
@@ -862,9 +865,9 @@ class Bench:
                 if r.get("stall_where"):
                     extra += (f"; {r['stall_where']}; gaps over 5 ms during the series: {r['long_gaps']}, "
                               f"{r['long_gaps_overlapping']} of them overlapping a snapshot call")
-                extra += self.host_note(r)
                 if r.get("writer_error"):
                     extra += f" writer error: {r['writer_error']}"
+            extra += self.host_note(r)
             if r.get("truncated"):
                 self.res.notes.append(f"{t.label} {tag} {mode}: {r['truncated']}")
             if r.get("error"):

@@ -172,6 +172,17 @@ def host_reported_kib():
         return None
 
 
+def cpu_steal_ms():
+    """CPU time the host has taken from this guest's vCPUs since boot (the
+    steal column of /proc/stat, all CPUs), in ms, or None if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def describe_stall(gap, window):
     """Where the worst gap sits against the snapshot call it overlaps: a gap
     that began well before the call started was not caused by it."""
@@ -212,6 +223,7 @@ def snapshot_latency(take, prefix, count, load_path=None, load_span=0, tmpdir="/
         time.sleep(1.0)  # baseline window without snapshots
     base_end = time.monotonic_ns()
     reported_before = host_reported_kib()
+    steal_before = cpu_steal_ms()
     windows = []
     t_begin = time.monotonic()
     err = None
@@ -233,6 +245,9 @@ def snapshot_latency(take, prefix, count, load_path=None, load_span=0, tmpdir="/
         reported_after = host_reported_kib()
         if reported_before is not None and reported_after is not None:
             res["host_reported_mib"] = (reported_after - reported_before) / 1024
+        steal_after = cpu_steal_ms()
+        if steal_before is not None and steal_after is not None:
+            res["steal_ms"] = steal_after - steal_before
         if writer:
             rep = writer.stop()
             res["writes"] = rep["count"]
