@@ -82,9 +82,11 @@ DataFile::~DataFile() {
   if (fd_ >= 0) io_->Close(fd_);
 }
 
-Status DataFile::Open(const std::string& path, uint32_t block_size, uint32_t read_poll_us) {
+Status DataFile::Open(const std::string& path, uint32_t block_size, uint32_t read_poll_us,
+                      uint64_t write_behind) {
   path_ = path;
   block_size_ = block_size;
+  write_behind_ = write_behind;
   fd_ = io_->Open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) return FromErrno(errno, "open " + path);
   // A second descriptor for scattered small reads, with readahead off: on a
@@ -159,12 +161,9 @@ Status DataFile::Read(uint64_t slot, uint32_t offset, uint32_t len, char* buf, b
 }
 
 namespace {
-// Write-behind: ranges of whole-block writes, adjacent ones merged up to
-// kBehindRange bytes. kBehindDepth ranges behind the newest, a range is
-// evicted a first time (its writeback starts, its clean pages go), and
-// kBehindDepth further behind a second time (what was under writeback then).
+// Adjacent whole-block writes merge into one range up to this size, so that
+// a bulk write costs two posix_fadvise calls per MiB.
 constexpr off_t kBehindRange = 1 << 20;
-constexpr size_t kBehindDepth = 16;
 }  // namespace
 
 // Why: a disk image written in bulk (an install, a restore, a fill) left its
@@ -174,30 +173,42 @@ constexpr size_t kBehindDepth = 16;
 // harness's latency series under a 4 KiB write load, twice each: without
 // write-behind the fill ran at 307-312 MiB/s, left 23 GiB cached, and the
 // load ran at 34-48k writes/s with snapshot p99 1.8-6.4 ms and write stalls
-// of 12.5 ms; with it the fill ran at 1,737-1,768 MiB/s, left 0.6 GiB
-// cached, and the load ran at 42-54k writes/s, p99 0.38-1.5 ms, stalls
-// 0.5-2.8 ms (bench/README.md, "Since 12:45 on 2026-12-05"). Whole blocks
-// are what bulk writes are made of, and what is reread least soon (a guest
-// has its own page cache); 4 KiB pieces, which random small writes make,
-// stay cached.
+// of 12.5 ms; with it (16 MiB behind then) the fill ran at 1,737-1,768
+// MiB/s, left 0.6 GiB cached, and the load ran at 42-54k writes/s, p99
+// 0.38-1.5 ms, stalls 0.5-2.8 ms (bench/README.md, "Since 12:45 on
+// 2026-12-05"). It keeps the last write_behind_ bytes (1 GiB by default):
+// dropping a 1 GiB image's data right after it was written only handed the
+// freed memory to the host (free page reporting) and the image's next
+// reader to the disk. Whole blocks are what bulk writes are made of; 4 KiB
+// pieces, which random small writes make, stay cached.
+//
+// A range is evicted a first time once write_behind_ bytes were written
+// after it (posix_fadvise(DONTNEED) starts the writeback of its dirty pages
+// and drops its clean ones), and a second time as far behind again, for
+// the pages that were still dirty or under writeback the first time.
 void DataFile::WriteBehind(off_t pos, off_t len) {
-  std::pair<off_t, off_t> first{-1, 0}, second{-1, 0};
+  if (write_behind_ == 0) return;
+  std::vector<std::pair<off_t, off_t>> evict;
   {
     std::lock_guard l(behind_mu_);
-    if (!behind_.empty() && behind_.back().first + behind_.back().second == pos &&
-        behind_.back().second + len <= kBehindRange) {
-      behind_.back().second += len;
-      return;
+    behind_total_ += static_cast<uint64_t>(len);
+    BehindRange* last = behind_.empty() ? nullptr : &behind_.back();
+    if (last != nullptr && behind_evicted_ < behind_.size() && last->pos + last->len == pos &&
+        last->len + len <= kBehindRange) {
+      last->len += len;
+      last->end = behind_total_;
+    } else {
+      behind_.push_back({pos, len, behind_total_});
     }
-    behind_.emplace_back(pos, len);
-    if (behind_.size() > kBehindDepth) first = behind_[behind_.size() - 1 - kBehindDepth];
-    if (behind_.size() > 2 * kBehindDepth) {
-      second = behind_.front();
+    for (; behind_evicted_ < behind_.size() && behind_total_ - behind_[behind_evicted_].end >= write_behind_;
+         ++behind_evicted_)
+      evict.emplace_back(behind_[behind_evicted_].pos, behind_[behind_evicted_].len);
+    for (; !behind_.empty() && behind_total_ - behind_.front().end >= 2 * write_behind_; --behind_evicted_) {
+      evict.emplace_back(behind_.front().pos, behind_.front().len);
       behind_.pop_front();
     }
   }
-  if (first.first >= 0) (void)io_->Evict(fd_, first.first, first.second);
-  if (second.first >= 0) (void)io_->Evict(fd_, second.first, second.second);
+  for (const auto& [p, n] : evict) (void)io_->Evict(fd_, p, n);
 }
 
 Status DataFile::Write(uint64_t slot, uint32_t offset, const char* data, uint32_t len, bool fills_hole) {

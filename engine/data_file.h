@@ -79,8 +79,11 @@ class DataFile {
   // outlive the DataFile.
   void UseIo(DataFileIo* io) { io_ = io; }
   // `read_poll_us` > 0: small reads of uncached data bypass the page cache
-  // and poll for up to that long (Options::read_poll_us).
-  Status Open(const std::string& path, uint32_t block_size, uint32_t read_poll_us = 0);
+  // and poll for up to that long (Options::read_poll_us). `write_behind` >
+  // 0: whole-block writes leave the page cache that many bytes of whole
+  // blocks later (Options::write_behind_bytes; WriteBehind).
+  Status Open(const std::string& path, uint32_t block_size, uint32_t read_poll_us = 0,
+              uint64_t write_behind = 0);
   // `random_access`: a small read among scattered ones (no readahead). Such
   // a read of pages the page cache does not hold is polled (see Open) when
   // `buf`, the position and `len` are 4 KiB-aligned.
@@ -124,10 +127,17 @@ class DataFile {
   int random_fd_ = -1;  // the same file, read-only, POSIX_FADV_RANDOM
   int direct_fd_ = -1;  // the same file, read-only, O_DIRECT: polled reads
   // Whole-block writes are written behind: their pages leave the page cache
-  // once they are on their way to the disk (WriteBehind).
+  // once write_behind_ bytes of whole blocks were written after them.
   void WriteBehind(off_t pos, off_t len);
+  struct BehindRange {
+    off_t pos, len;
+    uint64_t end;  // behind_total_ once its last byte was written
+  };
+  uint64_t write_behind_ = 0;
   std::mutex behind_mu_;
-  std::deque<std::pair<off_t, off_t>> behind_;  // guarded by behind_mu_: recent ranges, oldest first
+  std::deque<BehindRange> behind_;  // guarded by behind_mu_, as are the two below: oldest first
+  uint64_t behind_total_ = 0;       // bytes of whole blocks written since Open
+  size_t behind_evicted_ = 0;       // the first this many ranges were evicted once
   // Whether a polled read of uncached pages is worth it (ShouldPoll).
   bool ShouldPoll(uint64_t pos, uint32_t len, const char* buf) const;
   void NotePolled(uint64_t waited_ns) const;

@@ -158,7 +158,8 @@ Status StoreImpl::OpenStore() {
   SNAPDISK_RETURN_IF_ERROR(FormatRecord::Decode(value, &format));
   block_size_ = format.block_size;
   pieces_ = block_size_ / kSubBlockSize;
-  SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_, options_.read_poll_us));
+  SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_, options_.read_poll_us,
+                                       options_.write_behind_bytes));
   std::vector<std::string> logged_dirty;
   const std::string dirty_log_path = path_ + "/data/dirty.log";
   SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(dirty_log_path, &logged_dirty));

@@ -1,5 +1,6 @@
-// Write-behind (DataFile::WriteBehind): whole-block writes leave the page
-// cache once they are on their way to the disk; 4 KiB pieces stay.
+// Write-behind (DataFile::WriteBehind, Options::write_behind_bytes): whole
+// blocks written in bulk leave the page cache once enough was written after
+// them; 4 KiB pieces stay.
 #include <fcntl.h>
 #include <sys/types.h>
 
@@ -33,9 +34,10 @@ class EvictRecordingIo final : public ForwardingIo {
 
 class WriteBehindTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  // Opens the data file keeping the last `keep` bytes of whole blocks cached.
+  void Open(uint64_t keep) {
     f_.UseIo(&io_);
-    ASSERT_TRUE(f_.Open(path_, kBlock).ok());
+    ASSERT_TRUE(f_.Open(path_, kBlock, 0, keep).ok());
   }
   void WriteBlock(uint64_t slot) { ASSERT_TRUE(f_.Write(slot, 0, block_.data(), kBlock).ok()); }
   // Pages of the data file's [pos, pos+len) in the page cache (cachestat(2)).
@@ -55,11 +57,12 @@ class WriteBehindTest : public ::testing::Test {
   DataFile f_;  // after io_, which it uses until it is destroyed
 };
 
-TEST_F(WriteBehindTest, WholeBlocksAreEvictedTwiceSixteenRangesBehind) {
+TEST_F(WriteBehindTest, WholeBlocksAreEvictedOnceKeepBytesBehindAndAgainTwiceAsFar) {
+  ASSERT_NO_FATAL_FAILURE(Open(16 * kBlock));
   // Every other slot: no two writes are adjacent, so each is a range of its own.
   for (uint64_t i = 0; i < 40; ++i) WriteBlock(2 * i);
-  // Ranges 0..23 are 16 or more behind the newest (39): evicted once each;
-  // ranges 0..7 are 32 or more behind: evicted a second time.
+  // After ranges 0..23 came 16 blocks or more: evicted once each; after
+  // ranges 0..7, 32 or more: evicted a second time.
   std::vector<int> times(40, 0);
   for (const auto& [pos, len] : io_.evicted) {
     EXPECT_EQ(len, off_t{kBlock});
@@ -70,13 +73,21 @@ TEST_F(WriteBehindTest, WholeBlocksAreEvictedTwiceSixteenRangesBehind) {
 }
 
 TEST_F(WriteBehindTest, AdjacentBlocksMergeIntoOneMebibyteRanges) {
-  // 17 MiB written sequentially: 17 ranges of 1 MiB; the first is 16 behind.
+  ASSERT_NO_FATAL_FAILURE(Open(16 << 20));
+  // 17 MiB written sequentially: 17 ranges of 1 MiB; 16 MiB came after the first.
   for (uint64_t slot = 0; slot < 17 * kBlocksPerMiB; ++slot) WriteBlock(slot);
   ASSERT_EQ(io_.evicted.size(), 1u);
   EXPECT_EQ(io_.evicted[0], std::make_pair(off_t{0}, off_t{1} << 20));
 }
 
+TEST_F(WriteBehindTest, OffKeepsEverything) {
+  ASSERT_NO_FATAL_FAILURE(Open(0));
+  for (uint64_t slot = 0; slot < 40 * kBlocksPerMiB; ++slot) WriteBlock(slot);
+  EXPECT_TRUE(io_.evicted.empty());
+}
+
 TEST_F(WriteBehindTest, PieceWritesStayCached) {
+  ASSERT_NO_FATAL_FAILURE(Open(16 * kBlock));
   const std::string piece(4096, 'z');
   for (uint64_t slot = 0; slot < 100; ++slot) ASSERT_TRUE(f_.Write(2 * slot, 4096, piece.data(), 4096).ok());
   EXPECT_TRUE(io_.evicted.empty());
@@ -86,6 +97,7 @@ TEST_F(WriteBehindTest, PieceWritesStayCached) {
 // The point of it, on the real file system: what was written in bulk before
 // a sync is out of the page cache once enough was written after it.
 TEST_F(WriteBehindTest, BulkWrittenDataLeavesThePageCache) {
+  ASSERT_NO_FATAL_FAILURE(Open(16 << 20));
   for (uint64_t slot = 0; slot < 16 * kBlocksPerMiB; ++slot) WriteBlock(slot);
   ASSERT_TRUE(f_.Sync().ok());  // the first 16 MiB are clean now
   for (uint64_t slot = 16 * kBlocksPerMiB; slot < 48 * kBlocksPerMiB; ++slot) WriteBlock(slot);
