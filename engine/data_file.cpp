@@ -176,11 +176,10 @@ constexpr off_t kBehindRange = 1 << 20;
 // of 12.5 ms; with it (16 MiB behind then) the fill ran at 1,737-1,768
 // MiB/s, left 0.6 GiB cached, and the load ran at 42-54k writes/s, p99
 // 0.38-1.5 ms, stalls 0.5-2.8 ms (bench/README.md, "Since 12:45 on
-// 2026-12-05"). It keeps the last write_behind_ bytes (1 GiB by default):
-// dropping a 1 GiB image's data right after it was written only handed the
-// freed memory to the host (free page reporting) and the image's next
-// reader to the disk. Whole blocks are what bulk writes are made of; 4 KiB
-// pieces, which random small writes make, stay cached.
+// 2026-12-05"). It keeps the last write_behind_ bytes (16 MiB by default;
+// keeping 1 GiB, the same test gave p99 2.12 ms and the harness 2.10 ms).
+// Whole blocks are what bulk writes are made of; 4 KiB pieces, which
+// random small writes make, stay cached.
 //
 // A range is evicted a first time once write_behind_ bytes were written
 // after it (posix_fadvise(DONTNEED) starts the writeback of its dirty pages

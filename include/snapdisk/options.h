@@ -66,11 +66,12 @@ struct Options {
   // (an install, a restore, a fill) are dropped from the page cache once
   // this many bytes of whole blocks have been written after them (their
   // writeback started then, and they are dropped again as far behind again,
-  // once written back); 4 KiB pieces are never dropped. Default: 1 GiB. 0
+  // once written back); 4 KiB pieces are never dropped. Default: 16 MiB. 0
   // keeps everything cached until the kernel reclaims it. Without it a
   // 32 GiB image filled on a 24 GiB machine left 23 GiB cached, and the
-  // writes after it had to make room first (bench/README.md).
-  uint64_t write_behind_bytes = uint64_t{1} << 30;
+  // writes after it had to make room first; keeping 1 GiB did worse than
+  // 16 MiB there (bench/README.md, "Since 12:45 on 2026-12-05").
+  uint64_t write_behind_bytes = uint64_t{16} << 20;
 };
 
 }  // namespace snapdisk
