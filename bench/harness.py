@@ -944,19 +944,20 @@ class Bench:
         buf = os.urandom(4096)
         nblk = size // 4096
 
-        rmdir_ok = [True]
+        rmdir_ok = True
 
         def probe(name, label, i, lat):
             # One probe: mkdir timed, then rmdir it again.
+            nonlocal rmdir_ok
             p = os.path.join(t.snapdir(name), f"probe-{label}-{i:04d}")
             t0 = time.monotonic_ns()
             os.mkdir(p)
             lat.append((time.monotonic_ns() - t0) / 1e6)
-            if rmdir_ok[0]:
+            if rmdir_ok:
                 try:
                     os.rmdir(p)
                 except OSError as e:
-                    rmdir_ok[0] = False
+                    rmdir_ok = False
                     self.res.notes.append(f"rmdir of a snapshot failed ({e}); probes accumulate")
 
         def measure(label, n_existing):
