@@ -10,52 +10,27 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include "cli/commands.h"
 #include "fs/mount.h"
+#include "fs/mount_table.h"
 
 namespace snapdisk::cli {
 namespace {
 
 int RunFusermount(const std::string& mountpoint);
 
-// The store behind a snapdisk mount ("snapdisk:STORE" in mountinfo's source
-// field, with mountinfo's octal escapes), or "" if `mountpoint` is not one.
+// The store behind a snapdisk mount, or "" if `mountpoint` is not one.
 std::string StoreOfMount(const std::string& mountpoint) {
   char real[PATH_MAX];
   if (realpath(mountpoint.c_str(), real) == nullptr) return "";
-  auto unescape = [](const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '\\' && i + 3 < s.size()) {
-        out += static_cast<char>(std::strtol(s.substr(i + 1, 3).c_str(), nullptr, 8));
-        i += 3;
-      } else {
-        out += s[i];
-      }
-    }
-    return out;
-  };
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, mnt, word;
-    f >> id >> parent >> dev >> root >> mnt;
-    if (unescape(mnt) != real) continue;
-    while (f >> word && word != "-") {
-    }
-    std::string type, source;
-    f >> type >> source;
-    source = unescape(source);
-    if (type == "fuse.snapdisk" && source.rfind("snapdisk:", 0) == 0) found = source.substr(9);
-  }
-  return found;  // the last (topmost) mount wins
+  std::string found;
+  for (const fs::SnapdiskMount& m : fs::SnapdiskMounts())
+    if (m.mountpoint == real) found = m.store;  // the last (topmost) mount wins
+  return found;
 }
 
 // Waits until the daemon serving `store` has exited: it holds the store's
