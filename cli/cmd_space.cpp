@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/util.h"
+#include "fs/mount_table.h"
 #include "snapdisk/store.h"
 
 namespace snapdisk::cli {
@@ -91,7 +92,10 @@ void Fsck(const SpaceArgs& args) {
   options.background_gc = false;
   std::unique_ptr<Store> store;
   Status st = Store::Open(options, args.path, &store);
-  if (!st.ok()) throw CliError(kExitFailed, "cannot open store " + args.path + ": " + st.ToString());
+  if (!st.ok()) {
+    std::string hint = st.Is(Status::Code::kBusy) ? "; " + fs::StoreInUseHint(args.path) : "";
+    throw CliError(kExitFailed, "cannot open store " + args.path + ": " + st.ToString() + hint);
+  }
   CheckReport report;
   Progress progress("fsck", 0);
   st = store->Check(&report, [&](uint64_t done, uint64_t total) {

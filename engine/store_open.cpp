@@ -124,7 +124,9 @@ Status StoreImpl::OpenStore() {
     ssize_t n = ::pread(lock_fd_, buf, sizeof(buf) - 1, 0);
     std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "another process";
     while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    return Status::Busy(fmt::format("store {} is in use (locked by pid {}); unmount it first", path_, holder));
+    // What to do about it depends on who holds it (a mount, a daemon still
+    // closing, an offline check): the callers add that (fs/mount_table.h).
+    return Status::Busy(fmt::format("store {} is in use (locked by pid {})", path_, holder));
   }
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(lock_fd_, 0) == 0) (void)::pwrite(lock_fd_, pid.data(), pid.size(), 0);

@@ -20,6 +20,7 @@
 #include "fs/control.h"
 #include "fs/fuse.h"
 #include "fs/log.h"
+#include "fs/mount_table.h"
 #include "fs/ops.h"
 #include "fs/snapfs.h"
 #include "fs/uring_transport.h"
@@ -192,8 +193,9 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
   std::unique_ptr<Store> store;
   Status st = Store::Open(parsed.store, abs_store, &store);
   if (!st.ok()) {
-    std::fprintf(stderr, "snapdisk: cannot open store %s: %s\n", mount.store.c_str(),
-                 st.ToString().c_str());
+    std::string hint = st.Is(Status::Code::kBusy) ? "; " + StoreInUseHint(abs_store) : "";
+    std::fprintf(stderr, "snapdisk: cannot open store %s: %s%s\n", mount.store.c_str(),
+                 st.ToString().c_str(), hint.c_str());
     return 1;
   }
   auto fs = std::make_unique<SnapFs>(store.get(), parsed.fs);

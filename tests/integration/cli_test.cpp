@@ -313,6 +313,7 @@ TEST_F(CliTest, ScrubOnlineFsckOffline) {
   EXPECT_TRUE(scrub["clean"].get<bool>());
   EXPECT_GT(scrub["bytes_verified"].get<uint64_t>(), 0u);
   ExpectCliFails("fsck " + ShellQuote(store()), 1, "in use");
+  ExpectCliFails("fsck " + ShellQuote(store()), 1, "mounted at " + mountpoint() + ": unmount it first");
 
   // The control channel survives bad input.
   const std::string sock = store() + "/control.sock";

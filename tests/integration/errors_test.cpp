@@ -1,6 +1,7 @@
 // Errors are standard errno values (DESIGN.md §1, "Errors are..."), checked
 // with direct syscalls so the errno is the kernel's answer, not a tool's.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -148,8 +149,32 @@ TEST_F(ErrorsTest, SecondMountOfAStoreInUseFailsAtOnce) {
     EXPECT_LT(elapsed.count(), 5000) << what << ": a second mount must fail at once";
     EXPECT_NE((r.out + r.err).find(store()), std::string::npos)
         << what << ": the message must name the store\n" << Describe("mount", r);
+    EXPECT_NE((r.out + r.err).find("mounted at " + mountpoint() + ": unmount it first"), std::string::npos)
+        << what << ": the message must say where the store is mounted\n" << Describe("mount", r);
   }
   // The first mount is unharmed.
+  EXPECT_TRUE(ReadWholeFile(P("vm1.img")) == PatternBytes(1 * MiB, 1));
+}
+
+// A store whose LOCK another process holds without a mount (a daemon still
+// syncing after its unmount, or an offline fsck; here the test itself): the
+// refusal says so instead of asking for an unmount that already happened.
+TEST_F(ErrorsTest, StoreHeldWithoutAMountSaysSo) {
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  const int lock = open((store() + "/LOCK").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(lock, 0) << ErrnoName(errno);
+  ASSERT_EQ(flock(lock, LOCK_EX | LOCK_NB), 0) << ErrnoName(errno);
+  std::chrono::milliseconds elapsed{};
+  RunResult r = TryMount(store(), mountpoint(), true, &elapsed);
+  close(lock);  // releases the lock
+  EXPECT_NE(r.exit_code, 0) << Describe("mount of a locked store", r);
+  EXPECT_LT(elapsed.count(), 5000);
+  const std::string msg = r.out + r.err;
+  EXPECT_NE(msg.find(store()), std::string::npos) << "the message must name the store\n" << msg;
+  EXPECT_NE(msg.find("is not mounted here"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("unmount it first"), std::string::npos) << msg;
+  // Once the holder is gone the store mounts, unharmed.
+  ASSERT_NO_FATAL_FAILURE(Mount());
   EXPECT_TRUE(ReadWholeFile(P("vm1.img")) == PatternBytes(1 * MiB, 1));
 }
 
