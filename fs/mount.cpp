@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -261,6 +262,12 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
   control.Stop();  // before the store closes: no request may outlive it
 
   fuse_session_unmount(se);
+  // The mount is gone but the store stays locked until the sync below is
+  // done, which after a large write takes seconds: say so, or a new mount
+  // meanwhile looks refused for no reason.
+  const auto unmounted_at = std::chrono::steady_clock::now();
+  Log(LogLevel::kInfo, "snapdisk: {} unmounted; writing its data to disk before closing {}", mount.mountpoint,
+      abs_store);
   // After the unmount: the kernel has ended every ring entry by now (or
   // does so at once), so the ring threads are done with their requests.
   transport.Stop();
@@ -277,7 +284,8 @@ int Serve(const MountOptions& mount, const std::string& abs_store, const ParsedO
     Log(LogLevel::kError, "snapdisk: final sync of {} failed: {}", abs_store, synced.ToString());
     return 1;
   }
-  Log(LogLevel::kInfo, "snapdisk: {} unmounted", mount.mountpoint);
+  const std::chrono::duration<double> closing = std::chrono::steady_clock::now() - unmounted_at;
+  Log(LogLevel::kInfo, "snapdisk: {} closed, {:.1f} s after the unmount", abs_store, closing.count());
   return 0;
 }
 
