@@ -117,7 +117,9 @@ void AddMountCommands(CLI::App& app) {
   });
 
   auto mountpoint = std::make_shared<std::string>();
-  CLI::App* umount = app.add_subcommand("unmount", "Unmount a snapdisk mount (fusermount3 -u)");
+  CLI::App* umount = app.add_subcommand("unmount",
+                                        "Unmount a snapdisk mount (fusermount3 -u), then wait (at most 120 s) "
+                                        "until its daemon has written the store's data to disk and released it");
   umount->alias("umount");
   umount->add_option("MOUNTPOINT", *mountpoint, "Mounted directory")->required();
   umount->callback([mountpoint] {
