@@ -301,13 +301,11 @@ int RunMount(const MountOptions& mount_in) {
   umask(077);
   SetDebugLogging(mount.debug);
 
+  const std::string abs_store = StoreSourcePath(mount.store);
   std::error_code ec;
-  std::string abs_store = std::filesystem::absolute(mount.store, ec).lexically_normal().string();
-  if (ec) abs_store = mount.store;
   std::string abs_mountpoint =
       std::filesystem::absolute(mount.mountpoint, ec).lexically_normal().string();
   if (!ec) mount.mountpoint = abs_mountpoint;
-  if (abs_store.size() > 1 && abs_store.back() == '/') abs_store.pop_back();
 
   struct stat st {};
   if (stat(mount.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {

@@ -44,13 +44,16 @@ std::vector<SnapdiskMount> SnapdiskMounts() {
   return mounts;
 }
 
-std::string StoreInUseHint(const std::string& store) {
-  // The same form the mount gives its source (fs/mount.cpp): absolute,
-  // normalized, no trailing '/'.
+std::string StoreSourcePath(const std::string& store) {
   std::error_code ec;
   std::string abs_store = std::filesystem::absolute(store, ec).lexically_normal().string();
   if (ec) abs_store = store;
   if (abs_store.size() > 1 && abs_store.back() == '/') abs_store.pop_back();
+  return abs_store;
+}
+
+std::string StoreInUseHint(const std::string& store) {
+  const std::string abs_store = StoreSourcePath(store);
   std::string where;
   for (const SnapdiskMount& m : SnapdiskMounts())
     if (m.store == abs_store) where = m.mountpoint;
