@@ -15,6 +15,7 @@
 
 #include "checksum.h"
 #include "keys.h"
+#include "piece_mask.h"
 #include "store_impl.h"
 
 namespace snapdisk::engine {
@@ -39,26 +40,6 @@ constexpr int kSmallReadPieces = 4;
 // measurably.
 constexpr uint32_t kMaxSpanGapPieces = 4;
 constexpr uint64_t kMaxPendingRecords = 16384;
-
-uint64_t MaskRange(uint32_t first, uint32_t last) {  // bits first..last inclusive
-  uint64_t hi = last >= 63 ? ~uint64_t{0} : ((uint64_t{1} << (last + 1)) - 1);
-  return hi & ~((uint64_t{1} << first) - 1);
-}
-
-// Calls fn(p, q) -> Status for each maximal run p..q of set bits of `mask`
-// within first..last, in ascending order; stops at the first failure. One
-// system call per run of pieces (read, prefetch, write, punch).
-template <typename Fn>
-Status ForEachRun(uint64_t mask, uint32_t first, uint32_t last, Fn&& fn) {
-  for (uint32_t p = first; p <= last;) {
-    if (!(mask >> p & 1)) { ++p; continue; }
-    uint32_t q = p;
-    while (q + 1 <= last && (mask >> (q + 1) & 1)) ++q;
-    SNAPDISK_RETURN_IF_ERROR(fn(p, q));
-    p = q + 1;
-  }
-  return Status::OK();
-}
 
 // Like ForEachRun, but consecutive runs join one span p..q while the span's
 // unset bits number at most kMaxSpanGapPieces.
@@ -143,6 +124,10 @@ Status StoreImpl::ReadVersion(const std::string& key, VersionRecord* rec, bool* 
 Status StoreImpl::ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                              uint64_t block) {
   const bool small = std::popcount(mask) <= kSmallReadPieces;
+  if (rec.logged()) {
+    SNAPDISK_RETURN_IF_ERROR(log_.Read(rec, mask, buf, small));
+    return VerifyPieces(rec, mask, buf, image, block);
+  }
   SNAPDISK_RETURN_IF_ERROR(ForEachSpan(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
     // The span's gap pieces are not this version's: a newer version may
     // have filled them already. They are kept aside and put back.
@@ -167,14 +152,25 @@ Status StoreImpl::VerifyPieces(const VersionRecord& rec, uint64_t mask, const ch
     if (!(mask >> p & 1)) continue;
     if (PieceChecksum(buf + size_t{p} * kSubBlockSize) != rec.crc[p])
       return Status::Corruption(fmt::format(
-          "checksum mismatch in image {} block {} piece {} (data slot {}): the stored data "
+          "checksum mismatch in image {} block {} piece {} (data {}): the stored data "
           "is damaged; nothing was returned. Run 'snapdisk scrub' to list damaged blocks",
-          PathOf(image), block, p, rec.slot));
+          PathOf(image), block, p, StoredAt(rec, p)));
   }
   return Status::OK();
 }
 
+Status StoreImpl::ReadStoredPiece(const VersionRecord& rec, uint32_t piece, char* buf) {
+  if (rec.logged()) return log_.ReadPiece(rec, piece, buf);
+  return data_.Read(rec.slot, piece * kSubBlockSize, kSubBlockSize, buf);
+}
+
+std::string StoreImpl::StoredAt(const VersionRecord& rec, uint32_t piece) {
+  if (rec.logged()) return fmt::format("piece log unit {}", rec.units[piece]);
+  return fmt::format("slot {}", rec.slot);
+}
+
 void StoreImpl::PrefetchPieces(const VersionRecord& rec, uint64_t mask) {
+  if (rec.logged()) return log_.Prefetch(rec, mask);
   (void)ForEachSpan(mask, 0, pieces_ - 1, [&](uint32_t i, uint32_t j) {
     data_.Prefetch(rec.slot, i * kSubBlockSize, (j - i + 1) * kSubBlockSize);
     return Status::OK();
@@ -445,17 +441,22 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     marked->push_back(&it->second);
   }
 
+  // A version's first data decides where its bytes live: a whole-block
+  // write gets a slot of the block file (bulk data stays in block order),
+  // anything smaller goes to the piece log (piece_log.h says why).
   const bool new_slot = nonzero && rec.slot == kNoSlot;
+  const bool whole_block = touched == MaskRange(0, pieces_ - 1);
   // The checksums WritePieces may change, to put back if it fails.
   std::array<uint32_t, 64> saved_crc;
   std::copy(rec.crc.begin() + first, rec.crc.begin() + last + 1, saved_crc.begin());
   auto undo = [&] { std::copy(saved_crc.begin(), saved_crc.begin() + (last - first + 1), rec.crc.begin() + first); };
-  if (new_slot) rec.slot = slots_.Allocate();
+  if (new_slot) rec.slot = whole_block ? slots_.Allocate() : kLogSlot;
   Status io = WritePieces(rec, first, last, nonzero, pieces);
   if (!io.ok()) {
     if (new_slot) {
-      slots_.Free(rec.slot);
+      if (rec.in_block_file()) slots_.Free(rec.slot);
       rec.slot = kNoSlot;
+      rec.units.clear();  // WritePieces took back the units it gave
       undo();
       return io;
     }
@@ -469,7 +470,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     std::vector<char> piece(kSubBlockSize);
     for (uint32_t p = first; p <= last; ++p) {
       if (!(in_place >> p & 1)) continue;
-      if (!data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data()).ok()) continue;
+      if (!ReadStoredPiece(rec, p, piece.data()).ok()) continue;
       rec.crc[p] = PieceChecksum(piece.data());
     }
   } else {
@@ -499,6 +500,7 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
 
 Status StoreImpl::WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
                               const char* pieces) {
+  if (rec.logged()) return log_.Write(rec, first, last, nonzero, pieces);
   const uint64_t touched = MaskRange(first, last);
   SNAPDISK_RETURN_IF_ERROR(ForEachRun(nonzero, first, last, [&](uint32_t p, uint32_t q) {
     // Pieces this version has no data in are holes of the file (a new slot,
@@ -830,25 +832,31 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkp
   // writeback. When the data only needed writing back (pure overwrites),
   // the index log's sync below is what flushes the device cache for both.
   data_.StartWriteback();
+  log_.StartWriteback();
   for (ImageState* img : images) SNAPDISK_RETURN_IF_ERROR(FlushPending(*img));
   // Read after the flushes: what they (or a flush they waited for) wrote is
   // counted, and before the log sync below: what it counts, that sync covers.
   const uint64_t changes = index_changes_.load();
   if (may_skip_index && changes == index_changes_synced_.load()) {
     Status st = dirty_log_.MakeDurable(dirty_log_flush_shared_);
+    // The piece log's overwrites only need writing back: the block file's
+    // fdatasync flushes the device cache for both (same file system).
+    bool log_flushed = true;
+    if (st.ok()) st = log_.SyncBeforeIndex(&log_flushed);
     if (st.ok()) st = data_.Sync();
     if (!st.ok()) failed_sync_ = true;  // as below: what it covered may be gone
     return st;
   }
-  bool data_flushed = true;
+  bool data_flushed = true, log_flushed = true;
   Status st = data_.SyncBeforeIndex(&data_flushed);
+  if (st.ok()) st = log_.SyncBeforeIndex(&log_flushed);
   if (!st.ok()) {
     // A failed fdatasync may have dropped dirty pages: nothing written since
     // the last good sync can be trusted to be on disk. Refuse further writes.
     failed_sync_ = true;
     return st;
   }
-  if (!data_flushed) {
+  if (!data_flushed || !log_flushed) {
     // RocksDB skips the log's fdatasync when nothing was appended since the
     // last one, and then no flush would reach the device: append something.
     rocksdb::WriteBatch mark;

@@ -41,11 +41,13 @@ Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, 
     for (const auto& [id, r] : nodes_)
       if (r.kind == NodeKind::kImage) images.insert(id);
   }
-  const uint64_t total = slots_.used();
+  // For progress only: an upper bound on the versions with data (a piece
+  // log version may name several units).
+  const uint64_t total = slots_.used() + log_.used();
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
   std::unique_ptr<rocksdb::Iterator> it(index_.db->NewIterator(ro, index_.versions));
-  std::unordered_set<uint64_t> seen_slots;
+  std::unordered_set<uint64_t> seen_slots, seen_units;
   std::vector<char> piece(kSubBlockSize);
   auto problem = [&](std::string line) {
     if (report->problems.size() < 1000) report->problems.push_back(std::move(line));
@@ -69,28 +71,34 @@ Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, 
       problem(fmt::format("block {} generation {} belongs to unknown image {}", vk.block, vk.generation, vk.image));
     }
     if (rec.slot == kNoSlot) continue;
-    if (!seen_slots.insert(rec.slot).second) {
+    if (rec.in_block_file() && !seen_slots.insert(rec.slot).second) {
       ++report->index_errors;
       problem(fmt::format("data slot {} is named by more than one block version", rec.slot));
     }
+    for (uint64_t u : rec.units) {
+      if (u != kNoSlot && !seen_units.insert(u).second) {
+        ++report->index_errors;
+        problem(fmt::format("piece log unit {} is named twice", u));
+      }
+    }
     for (uint32_t p = 0; p < pieces_; ++p) {
       if (!(rec.data >> p & 1)) continue;
-      Status s = data_.Read(rec.slot, p * kSubBlockSize, kSubBlockSize, piece.data());
+      Status s = ReadStoredPiece(rec, p, piece.data());
       const bool mismatch = !s.ok() || PieceChecksum(piece.data()) != rec.crc[p];
       if (mismatch && !StillDamaged(vk.image, vk.generation, vk.block, p)) {
         continue;  // overwritten in place since the scan read its record: not damage
       }
       if (mismatch) {
         ++report->checksum_errors;
-        problem(fmt::format("{} block {} piece {} (generation {}, slot {}): {}", PathOf(vk.image), vk.block, p,
-                            vk.generation, rec.slot, s.ok() ? "checksum mismatch" : s.ToString()));
+        problem(fmt::format("{} block {} piece {} (generation {}, {}): {}", PathOf(vk.image), vk.block, p,
+                            vk.generation, StoredAt(rec, p), s.ok() ? "checksum mismatch" : s.ToString()));
       }
       report->bytes_verified += kSubBlockSize;
     }
     if (progress && report->versions_checked % 1024 == 0) progress(report->versions_checked, total);
   }
   SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
-  if (progress) progress(report->versions_checked, total);
+  if (progress) progress(report->versions_checked, report->versions_checked);  // the true total, now known
   return Status::OK();
 }
 

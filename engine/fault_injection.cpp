@@ -486,6 +486,7 @@ struct IoSeamAccess {
   static void Install(StoreImpl* store, FaultHooks::Impl* hooks) {
     store->index_.UseFileSystem(hooks->fs);
     store->data_.UseIo(hooks->data_io.get());
+    store->log_.UseIo(hooks->data_io.get());
   }
 };
 

@@ -351,28 +351,34 @@ Status StoreImpl::GcImage(NodeId image) {
   // judged like the rest (and an image being dropped leaks no slot).
   SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   rocksdb::WriteBatch batch;
-  std::vector<uint64_t> freed;
+  std::vector<uint64_t> freed, freed_units;
   auto flush = [&]() -> Status {
     if (batch.Count() == 0) return Status::OK();
     // Synced before the slots are reused: a crash must never bring back a
     // record that names a slot holding someone else's data.
     SNAPDISK_RETURN_IF_ERROR(Commit(&batch, true, "reclaim block versions"));
-    for (uint64_t slot : freed) {
-      // A punch holds the data file's inode lock, which every data write
-      // takes too, and a loop of punches kept it nearly all the time: a
-      // 4 KiB write load fell from ~30k to ~4k writes/s while a deleted
-      // 4 GiB image was reclaimed (perf: the writers' pwrite waiting in
-      // ext4's inode rwsem). While writes arrive (flush_ticket_ counts
-      // them), pausing as long as each punch took leaves the writers half
-      // of the time; with none, reclaim runs at full speed.
-      const uint64_t writes_before = flush_ticket_.load(std::memory_order_relaxed);
-      const auto start = std::chrono::steady_clock::now();
-      (void)data_.Punch(slot, 0, block_size_);
-      slots_.Free(slot);
+    // A punch holds the data file's inode lock, which every data write
+    // takes too, and a loop of punches kept it nearly all the time: a
+    // 4 KiB write load fell from ~30k to ~4k writes/s while a deleted
+    // 4 GiB image was reclaimed (perf: the writers' pwrite waiting in
+    // ext4's inode rwsem). While writes arrive (flush_ticket_ counts
+    // them), pausing as long as each punch took leaves the writers half
+    // of the time; with none, reclaim runs at full speed.
+    uint64_t writes_before = flush_ticket_.load(std::memory_order_relaxed);
+    auto start = std::chrono::steady_clock::now();
+    auto pause = [&] {
       if (flush_ticket_.load(std::memory_order_relaxed) != writes_before)
         std::this_thread::sleep_for(std::max<std::chrono::steady_clock::duration>(
             std::chrono::steady_clock::now() - start, std::chrono::microseconds(20)));
+      writes_before = flush_ticket_.load(std::memory_order_relaxed);
+      start = std::chrono::steady_clock::now();
+    };
+    for (uint64_t slot : freed) {
+      (void)data_.Punch(slot, 0, block_size_);
+      slots_.Free(slot);
+      pause();
     }
+    log_.Free(&freed_units, pause);
     batch.Clear();
     freed.clear();
     return Status::OK();
@@ -393,7 +399,9 @@ Status StoreImpl::GcImage(NodeId image) {
       next.Add(vs[i]);
       if (alive) continue;
       batch.Delete(index_.versions, vs[i].key);
-      if (vs[i].rec.slot != kNoSlot) freed.push_back(vs[i].rec.slot);
+      if (vs[i].rec.in_block_file()) freed.push_back(vs[i].rec.slot);
+      for (uint64_t u : vs[i].rec.units)
+        if (u != kNoSlot) freed_units.push_back(u);
     }
     if (batch.Count() >= 4096) return flush();
     return Status::OK();

@@ -18,9 +18,13 @@
 
 namespace snapdisk::engine {
 
-constexpr uint32_t kFormatVersion = 1;
+// 2: block versions may keep their pieces in the piece log (kLogSlot).
+// A version-1 store is upgraded when it is opened (it has no such records).
+constexpr uint32_t kFormatVersion = 2;
 constexpr uint32_t kSubBlockSize = 4096;  // validity / checksum granularity
 constexpr uint64_t kNoSlot = ~uint64_t{0};
+// The `slot` of a version whose pieces live in the piece log (piece_log.h).
+constexpr uint64_t kLogSlot = ~uint64_t{0} - 1;
 
 struct FormatRecord {
   uint32_t version = kFormatVersion;
@@ -76,9 +80,13 @@ std::string EncodeSnapshot(const SnapshotInfo& s);
 Status DecodeSnapshot(std::string_view v, SnapshotInfo* out);
 
 // One stored version of one block. `present` has a bit per 4 KiB piece that
-// this version defines; `data` the subset whose bytes are in the slot (the
-// rest of `present` reads as zeros and stores nothing). crc[i] is the
-// checksum of piece i when data bit i is set.
+// this version defines; `data` the subset whose bytes are stored (the rest
+// of `present` reads as zeros and stores nothing). crc[i] is the checksum of
+// piece i when data bit i is set.
+//
+// The stored bytes live either in one slot of the block file (`slot`), or,
+// when slot is kLogSlot, piece by piece in units of the piece log: units[i]
+// is piece i's unit (kNoSlot: none yet). Every data piece has a unit.
 struct VersionRecord {
   uint64_t slot = kNoSlot;
   uint64_t present = 0;
@@ -87,6 +95,10 @@ struct VersionRecord {
   // write path updates a cached record's checksum, and a separate heap
   // array was one more cache miss per write.
   absl::InlinedVector<uint32_t, 16> crc;
+  std::vector<uint64_t> units;  // piece log versions only: one per piece
+
+  bool logged() const { return slot == kLogSlot; }
+  bool in_block_file() const { return slot != kNoSlot && slot != kLogSlot; }
 
   std::string Encode() const;
   static Status Decode(std::string_view v, uint32_t pieces, VersionRecord* out);

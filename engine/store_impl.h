@@ -33,6 +33,7 @@
 #include <absl/container/flat_hash_map.h>
 
 #include "data_file.h"
+#include "piece_log.h"
 #include "dirty_log.h"
 #include "index_db.h"
 #include "records.h"
@@ -348,9 +349,10 @@ class StoreImpl final : public Store {
   // the flusher has indexed them meanwhile.
   void UnsealLiveCache(ImageState& img, const std::shared_ptr<const ImageState::SealedBatch>& batch);
   void QueueFlush(ImageState& img);
-  // Writes the nonzero pieces first..last into rec's slot (`pieces` points
-  // at piece `first`, the others follow) and punches the other touched
-  // pieces that held data, updating rec.crc.
+  // Writes the nonzero pieces first..last into rec's slot or piece log
+  // units (`pieces` points at piece `first`, the others follow) and punches
+  // the other touched pieces that held data, updating rec.crc (and
+  // rec.units).
   Status WritePieces(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero,
                      const char* pieces);
   Status ReadVersion(const std::string& key, VersionRecord* rec, bool* found);
@@ -378,6 +380,12 @@ class StoreImpl final : public Store {
                                 uint64_t max_gen);
   Status ReadPieces(const VersionRecord& rec, uint64_t mask, char* buf, NodeId image,
                     uint64_t block);
+  // One data piece of `rec`, unverified, from its slot or the piece log
+  // (Check, and crash repair of checksums).
+  Status ReadStoredPiece(const VersionRecord& rec, uint32_t piece, char* buf);
+  // Where piece `piece` of `rec` is stored, for messages: "slot 12" or
+  // "piece log unit 345".
+  static std::string StoredAt(const VersionRecord& rec, uint32_t piece);
   // For Check: a piece of (image, gen, block) whose bytes did not match the
   // record its scan read. The live generation is overwritten in place, so
   // this reads the piece again with the current record; true if that fails
@@ -450,6 +458,7 @@ class StoreImpl final : public Store {
   uint32_t pieces_ = 16;
   IndexDb index_;
   DataFile data_;
+  PieceLog log_;  // pieces of versions first written by less than a block
   DirtyLog dirty_log_;
   SealLog seal_log_;
   SlotAllocator slots_;

@@ -158,10 +158,19 @@ Status StoreImpl::OpenStore() {
   }
   FormatRecord format;
   SNAPDISK_RETURN_IF_ERROR(FormatRecord::Decode(value, &format));
+  if (format.version < kFormatVersion) {
+    // An older store has no record this build would write differently; from
+    // now on it may get some an older build cannot read, so say so.
+    format.version = kFormatVersion;
+    rocksdb::WriteBatch b;
+    b.Put(index_.meta, std::string(keys::kFormatKey), format.Encode());
+    SNAPDISK_RETURN_IF_ERROR(Commit(&b, true, "upgrade the store's format record"));
+  }
   block_size_ = format.block_size;
   pieces_ = block_size_ / kSubBlockSize;
   SNAPDISK_RETURN_IF_ERROR(data_.Open(path_ + "/data/blocks.dat", block_size_, options_.read_poll_us,
                                        options_.write_behind_bytes));
+  SNAPDISK_RETURN_IF_ERROR(log_.Open(path_ + "/data/pieces.dat", options_.read_poll_us));
   std::vector<std::string> logged_dirty;
   const std::string dirty_log_path = path_ + "/data/dirty.log";
   SNAPDISK_RETURN_IF_ERROR(dirty_log_.Open(dirty_log_path, &logged_dirty));
@@ -247,10 +256,12 @@ Status StoreImpl::LoadMetadata() {
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     VersionRecord v;
     SNAPDISK_RETURN_IF_ERROR(VersionRecord::Decode(it->value().ToStringView(), pieces_, &v));
-    if (v.slot != kNoSlot) slots_.MarkUsed(v.slot);
+    if (v.in_block_file()) slots_.MarkUsed(v.slot);
+    if (v.logged()) log_.MarkUsed(v);
   }
   SNAPDISK_RETURN_IF_ERROR(FromRocks(it->status(), "scan block versions"));
   slots_.Finish();
+  log_.Finish();
   return Status::OK();
 }
 
@@ -276,13 +287,14 @@ Status StoreImpl::RecoverDirty(const std::vector<std::string>& logged) {
     if (!found || rec.slot == kNoSlot) continue;
     for (uint32_t i = 0; i < pieces_; ++i) {
       if (!(rec.data >> i & 1)) continue;
-      SNAPDISK_RETURN_IF_ERROR(data_.Read(rec.slot, i * kSubBlockSize, kSubBlockSize, piece.data()));
+      SNAPDISK_RETURN_IF_ERROR(ReadStoredPiece(rec, i, piece.data()));
       rec.crc[i] = PieceChecksum(piece.data());
     }
     b.Put(index_.versions, key, rec.Encode());
   }
   if (b.Count() > 0) {
     SNAPDISK_RETURN_IF_ERROR(data_.Sync());
+    SNAPDISK_RETURN_IF_ERROR(log_.Sync());
     SNAPDISK_RETURN_IF_ERROR(Commit(&b, true, "repair checksums after a crash"));
   }
   return dirty_log_.Reset();
@@ -372,7 +384,7 @@ Status StoreImpl::GetStats(StoreStats* stats) {
   stats->block_size = block_size_;
   stats->capacity_bytes = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
   stats->available_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-  stats->stored_bytes = data_.AllocatedBytes();
+  stats->stored_bytes = data_.AllocatedBytes() + log_.AllocatedBytes();
   std::lock_guard l(meta_mu_);
   stats->images = stats->directories = 0;
   for (const auto& [id, r] : nodes_) {

@@ -1,0 +1,194 @@
+// The piece log (engine/piece_log.h): versions first written by less than a
+// whole block keep their pieces in data/pieces.dat, one 4 KiB unit each,
+// handed out in ascending order; whole-block writes keep using slots of
+// data/blocks.dat. These tests look at the two files themselves, because
+// where the bytes land is the point (adjacent units are what keeps 4 KiB
+// writes after a snapshot fast on ext4).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace snapdisk::test {
+namespace {
+
+struct FileUse {
+  uint64_t size = 0;       // st_size
+  uint64_t allocated = 0;  // st_blocks * 512
+};
+
+class PieceLogTest : public StoreTest {
+ protected:
+  FileUse Use(const std::string& name) {
+    struct stat st {};
+    EXPECT_EQ(::stat((store_path() + "/data/" + name).c_str(), &st), 0) << name << ": " << std::strerror(errno);
+    return {static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_blocks) * 512};
+  }
+  FileUse Log() { return Use("pieces.dat"); }
+  FileUse Blocks() { return Use("blocks.dat"); }
+  // The 4 KiB piece at `off` of the live image or a snapshot.
+  std::string Piece(NodeId img, uint64_t off, SnapshotId snap = kLive) {
+    std::unique_ptr<ImageHandle> h;
+    EXPECT_OK(store_->OpenImage(img, snap, false, &h));
+    std::string got;
+    if (h) EXPECT_OK(ReadStr(h.get(), off, 4096, &got));
+    return got;
+  }
+};
+
+TEST_F(PieceLogTest, SmallWritesAfterSnapshotLandInTheLogInWriteOrder) {
+  constexpr uint64_t kImage = 4 * MiB, kBlock = 64 * KiB;
+  constexpr int kWrites = 48;
+  NodeId img = MakeImage("vm.img");
+  auto h = OpenLive(img);
+  ASSERT_OK(WriteStr(h.get(), 0, Pattern(kImage, 0, 1)));
+  ASSERT_OK(h->Sync());
+  const FileUse blocks0 = Blocks();
+  EXPECT_EQ(blocks0.allocated, kImage) << "whole-block writes belong in blocks.dat";
+  EXPECT_EQ(Log().allocated, 0u);
+  const SnapshotInfo s = Snap(img, "before");
+
+  // 4 KiB writes in random order over distinct pieces, two per block on
+  // average: a block's second piece must go to the log too, next to the
+  // pieces written just before it (not into a hole of some slot).
+  std::mt19937_64 rng(11);
+  std::vector<uint64_t> pieces(kImage / 4096);
+  for (size_t i = 0; i < pieces.size(); ++i) pieces[i] = i * 4096;
+  std::shuffle(pieces.begin(), pieces.end(), rng);
+  const uint64_t more = pieces[kWrites];  // written after the reopen below
+  pieces.resize(kWrites);
+  for (uint64_t off : pieces) ASSERT_OK(WriteStr(h.get(), off, Pattern(4096, off, 2)));
+  ASSERT_OK(h->Sync());
+
+  EXPECT_EQ(Log().size, kWrites * 4096u) << "units must be handed out in order, with no gaps";
+  EXPECT_EQ(Log().allocated, kWrites * 4096u);
+  EXPECT_EQ(Blocks().allocated, blocks0.allocated) << "a 4 KiB write after a snapshot touched blocks.dat";
+  for (uint64_t off : pieces) {
+    ASSERT_TRUE(BytesEq(Piece(img, off), Pattern(4096, off, 2), off));
+    ASSERT_TRUE(BytesEq(Piece(img, off, s.id), Pattern(4096, off, 1), off)) << "the snapshot changed";
+  }
+  // The pieces nobody rewrote still read through to the older slots.
+  const uint64_t untouched = (kImage - kBlock) + 4096 * 7;
+  if (std::find(pieces.begin(), pieces.end(), untouched) == pieces.end())
+    EXPECT_TRUE(BytesEq(Piece(img, untouched), Pattern(4096, untouched, 1), untouched));
+
+  // After a reopen the units in use stay taken: new pieces go after them.
+  h.reset();
+  Reopen();
+  h = OpenLive(img);
+  EXPECT_TRUE(BytesEq(ReadAll(img, s.id), Pattern(kImage, 0, 1), 0));
+  ASSERT_OK(WriteStr(h.get(), more, Pattern(4096, more, 3)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().size, (kWrites + 1) * 4096u) << "the first free unit after a reopen is the one after the last used";
+  EXPECT_TRUE(BytesEq(Piece(img, more), Pattern(4096, more, 3), more));
+  for (uint64_t off : pieces) ASSERT_TRUE(BytesEq(Piece(img, off), Pattern(4096, off, 2), off));
+
+  CheckReport report;
+  ASSERT_OK(store_->Check(&report, nullptr));
+  EXPECT_TRUE(report.clean()) << (report.problems.empty() ? "" : report.problems[0]);
+}
+
+TEST_F(PieceLogTest, OverwriteStaysInItsUnitAndZerosPunchIt) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  constexpr uint64_t kOff = 5 * 64 * KiB + 3 * 4096;
+  ASSERT_OK(WriteStr(h.get(), kOff, Pattern(4096, kOff, 1)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().size, 4096u);
+  EXPECT_EQ(Blocks().allocated, 0u) << "a 4 KiB write into a fresh block belongs in the log";
+
+  // In place: the same unit, no growth. Unaligned too.
+  ASSERT_OK(WriteStr(h.get(), kOff, Pattern(4096, kOff, 2)));
+  ASSERT_OK(WriteStr(h.get(), kOff + 100, Pattern(200, kOff + 100, 3)));
+  ASSERT_OK(h->Sync());
+  std::string want = Pattern(4096, kOff, 2);
+  want.replace(100, 200, Pattern(200, kOff + 100, 3));
+  EXPECT_TRUE(BytesEq(Piece(img, kOff), want, kOff));
+  EXPECT_EQ(Log().size, 4096u);
+
+  // Zeros punch the piece out; writing again reuses the version's unit.
+  ASSERT_OK(WriteStr(h.get(), kOff, Zeros(4096)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().allocated, 0u) << "a piece written with zeros must give its disk space back";
+  EXPECT_TRUE(BytesEq(Piece(img, kOff), Zeros(4096), kOff));
+  ASSERT_OK(WriteStr(h.get(), kOff, Pattern(4096, kOff, 4)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().size, 4096u);
+  h.reset();
+  Reopen();
+  EXPECT_TRUE(BytesEq(Piece(img, kOff), Pattern(4096, kOff, 4), kOff));
+}
+
+TEST_F(PieceLogTest, ReclaimedVersionsGiveTheirUnitsBack) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  for (uint64_t b = 0; b < 32; ++b) ASSERT_OK(WriteStr(h.get(), b * 64 * KiB + 8192, Pattern(8192, b, 1)));
+  (void)Snap(img, "s1");
+  for (uint64_t b = 0; b < 32; ++b) ASSERT_OK(WriteStr(h.get(), b * 64 * KiB + 8192, Pattern(8192, b, 2)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().allocated, 32 * 4 * 4096u);
+
+  // Deleting the snapshot frees what only it held: its versions' units.
+  ASSERT_OK(store_->DeleteSnapshot(img, "s1"));
+  ASSERT_OK(store_->CollectGarbage());
+  EXPECT_EQ(Log().allocated, 32 * 2 * 4096u) << "the deleted snapshot's pieces are still stored";
+  for (uint64_t b = 0; b < 32; ++b) {
+    std::unique_ptr<ImageHandle> r;
+    ASSERT_OK(store_->OpenImage(img, kLive, false, &r));
+    std::string got;
+    ASSERT_OK(ReadStr(r.get(), b * 64 * KiB + 8192, 8192, &got));
+    ASSERT_TRUE(BytesEq(got, Pattern(8192, b, 2), b * 64 * KiB + 8192));
+  }
+  // Freed units are handed out again, lowest first.
+  const uint64_t size_before = Log().size;
+  for (uint64_t b = 100; b < 164; ++b) ASSERT_OK(WriteStr(h.get(), b * 64 * KiB, Pattern(4096, b, 3)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().size, size_before) << "free units were not reused";
+
+  h.reset();
+  ASSERT_OK(store_->RemoveImage(kRootNode, "a.img", true));
+  ASSERT_OK(store_->CollectGarbage());
+  EXPECT_EQ(Log().allocated, 0u) << "a removed image's pieces are still stored";
+}
+
+TEST_F(PieceLogTest, DamagedPieceInTheLogIsReportedNotReturned) {
+  NodeId img = MakeImage("a.img");
+  constexpr uint64_t kOff = 2 * 64 * KiB + 4096;
+  {
+    auto h = OpenLive(img);
+    ASSERT_OK(WriteStr(h.get(), kOff, Pattern(4096, kOff, 1)));
+    ASSERT_OK(h->Sync());
+  }
+  store_.reset();
+  const std::string log = store_path() + "/data/pieces.dat";
+  int fd = ::open(log.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << log << ": " << std::strerror(errno);
+  char b = 0;
+  ASSERT_EQ(::pread(fd, &b, 1, 1234), 1);
+  EXPECT_EQ(b, Pattern(4096, kOff, 1)[1234]) << "the piece is not at the log's first unit";
+  b = static_cast<char>(b ^ 0x5a);
+  ASSERT_EQ(::pwrite(fd, &b, 1, 1234), 1);
+  ::close(fd);
+  OpenStore();
+
+  std::unique_ptr<ImageHandle> h;
+  ASSERT_OK(store_->OpenImage(img, kLive, false, &h));
+  std::string got;
+  Status s = ReadStr(h.get(), kOff, 4096, &got);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.ToString().find("piece log unit 0"), std::string::npos) << s.ToString();
+  CheckReport report;
+  ASSERT_OK(store_->Check(&report, nullptr));
+  EXPECT_EQ(report.checksum_errors, 1u);
+  ASSERT_FALSE(report.problems.empty());
+  EXPECT_NE(report.problems[0].find("piece log unit 0"), std::string::npos) << report.problems[0];
+}
+
+}  // namespace
+}  // namespace snapdisk::test
