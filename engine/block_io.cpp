@@ -165,7 +165,7 @@ Status StoreImpl::ReadStoredPiece(const VersionRecord& rec, uint32_t piece, char
 }
 
 std::string StoreImpl::StoredAt(const VersionRecord& rec, uint32_t piece) {
-  if (rec.logged()) return fmt::format("piece log unit {}", rec.units[piece]);
+  if (rec.logged()) return fmt::format("piece log unit {}", rec.unit(piece));
   return fmt::format("slot {}", rec.slot);
 }
 
@@ -343,7 +343,8 @@ Status StoreImpl::ReadRange(ImageState& img, uint64_t gen, bool live, uint64_t s
 }
 
 Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                             const char* data, uint32_t len, std::vector<uint64_t*>* marked) {
+                             const char* data, uint32_t len, std::vector<uint64_t*>* marked,
+                             std::vector<uint64_t>* retired) {
   ImageState::LiveCache& cache = img.live_cache[block % ImageState::kStripes];
   if (cache.gen != live_gen) {
     // Every generation change first flushes pending records (FlushPending)
@@ -414,12 +415,22 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     if (stored == 0) return Status::OK();
   }
 
+  // A version's first data decides where its bytes live: a whole-block
+  // write gets a slot of the block file (bulk data stays in block order),
+  // anything smaller goes to the piece log (piece_log.h says why). A
+  // whole-block write into a piece log version moves it to a fresh slot, so
+  // that a block rewritten in bulk after small writes (a restore, a copy)
+  // reads back in one request again instead of one per scattered unit.
+  const bool new_slot = nonzero && rec.slot == kNoSlot;
+  const bool whole_block = touched == MaskRange(0, pieces_ - 1);
+  const bool to_slot = nonzero && whole_block && rec.logged();
+
   // Overwriting or punching bytes of an indexed version in place: log it
   // first, so that a crash before the new record is flushed and synced is
   // repaired at open (RecoverDirty) instead of surfacing as a checksum
   // error. A version the index has never seen needs no trace: a crash
   // forgets it and frees its slot.
-  const uint64_t in_place = touched & rec.data;
+  const uint64_t in_place = to_slot ? 0 : touched & rec.data;
   if (entry.indexed && in_place) {
     std::lock_guard l(img.dirty_mu);
     ImageState::DirtyShard& shard = img.DirtyFor(block);
@@ -441,22 +452,37 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
     marked->push_back(&it->second);
   }
 
-  // A version's first data decides where its bytes live: a whole-block
-  // write gets a slot of the block file (bulk data stays in block order),
-  // anything smaller goes to the piece log (piece_log.h says why).
-  const bool new_slot = nonzero && rec.slot == kNoSlot;
-  const bool whole_block = touched == MaskRange(0, pieces_ - 1);
   // The checksums WritePieces may change, to put back if it fails.
   std::array<uint32_t, 64> saved_crc;
   std::copy(rec.crc.begin() + first, rec.crc.begin() + last + 1, saved_crc.begin());
   auto undo = [&] { std::copy(saved_crc.begin(), saved_crc.begin() + (last - first + 1), rec.crc.begin() + first); };
   if (new_slot) rec.slot = whole_block ? slots_.Allocate() : kLogSlot;
+  // Moving to a slot: the units stay with the old record until the write
+  // succeeds; the new slot starts empty (every piece a hole).
+  const uint64_t data_kept = rec.data;
+  absl::InlinedVector<uint64_t, 2> units_kept;
+  const uint64_t unit_mask_kept = rec.unit_mask;
+  if (to_slot) {
+    units_kept = std::move(rec.units);
+    rec.ClearUnits();
+    rec.slot = slots_.Allocate();
+    rec.data = 0;
+  }
   Status io = WritePieces(rec, first, last, nonzero, pieces);
   if (!io.ok()) {
+    if (to_slot) {
+      slots_.Free(rec.slot);
+      rec.slot = kLogSlot;
+      rec.units = std::move(units_kept);
+      rec.unit_mask = unit_mask_kept;
+      rec.data = data_kept;
+      undo();
+      return io;
+    }
     if (new_slot) {
       if (rec.in_block_file()) slots_.Free(rec.slot);
       rec.slot = kNoSlot;
-      rec.units.clear();  // WritePieces took back the units it gave
+      rec.ClearUnits();  // WritePieces took back the units it gave
       undo();
       return io;
     }
@@ -479,8 +505,10 @@ Status StoreImpl::WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block,
   }
   // Only a record that changed nothing but checksums of a version the index
   // maps may have its sync left to the dirty log (SyncImages).
-  if (!entry.indexed || new_slot || rec.data != data_before || rec.present != present_before)
+  if (!entry.indexed || new_slot || to_slot || rec.data != data_before || rec.present != present_before)
     entry.maps_changed = true;
+  if (to_slot)
+    retired->insert(retired->end(), units_kept.begin(), units_kept.end());
   if (entry.pending == 0) {
     img.pending_records.fetch_add(1);
     ++cache.pending_entries;
@@ -529,6 +557,7 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
   const uint64_t live_gen = img.LiveGen();
   // Per thread, reused: the 4 KiB write path allocates nothing.
   thread_local std::vector<uint64_t*> marked;  // dirty-set entries this chunk overwrote
+  thread_local std::vector<uint64_t> retired;  // piece log units this chunk's blocks left
   uint64_t done = 0;
   while (done < len) {
     const uint64_t pos = offset + done;
@@ -546,22 +575,29 @@ Status StoreImpl::WriteRange(ImageState& img, uint64_t offset, const char* data,
     for (size_t i = 0; i < nstripes; ++i) locks[i] = std::unique_lock(img.stripes[stripes[i]]);
 
     marked.clear();
+    retired.clear();
     uint64_t p = pos;
-    while (p < end) {
+    Status st;
+    while (p < end && st.ok()) {
       uint64_t block = p / block_size_;
       uint32_t in = static_cast<uint32_t>(p % block_size_);
       uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(block_size_ - in, end - p));
       const char* src = zeros ? ZeroBlock(block_size_) : data + (p - offset);
-      SNAPDISK_RETURN_IF_ERROR(WriteBlock(img, live_gen, block, in, src, n, &marked));
+      st = WriteBlock(img, live_gen, block, in, src, n, &marked, &retired);
       p += n;
     }
-    if (!marked.empty()) {
-      // The in-place writes of this chunk are complete: the next sync that
-      // starts after this point makes them durable.
+    if (!marked.empty() || !retired.empty()) {
+      // The writes of this chunk are complete: the next sync that starts
+      // after this point makes them (and the records that no longer name
+      // the retired units) durable.
       std::lock_guard l(img.dirty_mu);
       uint64_t seq = ++write_seq_;
-      for (uint64_t* stamp : marked) *stamp = seq;
+      // (A failed write's entries stay in progress: listed until a reopen.)
+      if (st.ok())
+        for (uint64_t* stamp : marked) *stamp = seq;
+      for (uint64_t u : retired) img.retired_units.emplace_back(seq, u);
     }
+    SNAPDISK_RETURN_IF_ERROR(st);
     done = end - offset;
   }
   img.change_seq.fetch_add(1);
@@ -876,6 +912,7 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkp
   }
   // In-place writes that completed before this sync are now durable with
   // their checksums: drop them from the dirty log.
+  std::vector<uint64_t> freed_units;
   for (ImageState* img : images) {
     std::vector<keys::VersionKeyBytes> done;
     std::lock_guard l(img->dirty_mu);
@@ -891,7 +928,15 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkp
     // Under dirty_mu: a writer re-dirtying one of these keys must find it
     // released, so that it logs it again.
     if (!done.empty()) dirty_log_.Release(done);
+    // Units retired by writes before this sync: no durable record names
+    // them any more, so they may hold someone else's data from now on.
+    std::erase_if(img->retired_units, [&](const std::pair<uint64_t, uint64_t>& r) {
+      if (r.first > seq) return false;
+      freed_units.push_back(r.second);
+      return true;
+    });
   }
+  log_.Free(&freed_units, [] {});
   return Status::OK();
 }
 

@@ -76,7 +76,7 @@ Status StoreImpl::Check(CheckReport* report, const std::function<void(uint64_t, 
       problem(fmt::format("data slot {} is named by more than one block version", rec.slot));
     }
     for (uint64_t u : rec.units) {
-      if (u != kNoSlot && !seen_units.insert(u).second) {
+      if (!seen_units.insert(u).second) {
         ++report->index_errors;
         problem(fmt::format("piece log unit {} is named twice", u));
       }

@@ -400,8 +400,7 @@ Status StoreImpl::GcImage(NodeId image) {
       if (alive) continue;
       batch.Delete(index_.versions, vs[i].key);
       if (vs[i].rec.in_block_file()) freed.push_back(vs[i].rec.slot);
-      for (uint64_t u : vs[i].rec.units)
-        if (u != kNoSlot) freed_units.push_back(u);
+      freed_units.insert(freed_units.end(), vs[i].rec.units.begin(), vs[i].rec.units.end());
     }
     if (batch.Count() >= 4096) return flush();
     return Status::OK();

@@ -2,6 +2,7 @@
 #include "piece_log.h"
 
 #include <array>
+#include <bit>
 
 #include "checksum.h"
 #include "piece_mask.h"
@@ -20,7 +21,7 @@ Status PieceLog::ForEachUnitRun(const VersionRecord& rec, uint64_t mask, uint32_
   return ForEachRun(mask, first, last, [&](uint32_t p, uint32_t q) -> Status {
     for (uint32_t a = p; a <= q;) {
       uint32_t b = a;
-      while (b < q && rec.units[b + 1] == rec.units[b] + 1) ++b;
+      while (b < q && rec.unit(b + 1) == rec.unit(b) + 1) ++b;
       SNAPDISK_RETURN_IF_ERROR(fn(a, b));
       a = b + 1;
     }
@@ -29,15 +30,13 @@ Status PieceLog::ForEachUnitRun(const VersionRecord& rec, uint64_t mask, uint32_
 }
 
 Status PieceLog::Write(VersionRecord& rec, uint32_t first, uint32_t last, uint64_t nonzero, const char* pieces) {
-  const auto pieces_count = static_cast<uint32_t>(rec.crc.size());
-  if (rec.units.empty()) rec.units.assign(pieces_count, kNoSlot);
   // Units for the pieces that have none, in piece order: a write of several
   // new pieces gets consecutive units (one pwrite) when the log has them.
   std::array<uint32_t, 64> given;
   size_t ngiven = 0;
   for (uint32_t p = first; p <= last; ++p) {
-    if (!(nonzero >> p & 1) || rec.units[p] != kNoSlot) continue;
-    rec.units[p] = units_.Allocate();
+    if (!(nonzero >> p & 1) || rec.has_unit(p)) continue;
+    rec.AddUnit(p, units_.Allocate());
     given[ngiven++] = p;
   }
   struct MarkAfter {  // as DataFile::Write: a sync that starts later sees it
@@ -47,21 +46,21 @@ Status PieceLog::Write(VersionRecord& rec, uint32_t first, uint32_t last, uint64
   Status s = ForEachUnitRun(rec, nonzero, first, last, [&](uint32_t a, uint32_t b) -> Status {
     // A unit whose piece holds no data is a hole (new, or punched).
     const bool fills_hole = (MaskRange(a, b) & ~rec.data) != 0;
-    SNAPDISK_RETURN_IF_ERROR(file_.Write(rec.units[a], 0, pieces + size_t{a - first} * kSubBlockSize,
+    SNAPDISK_RETURN_IF_ERROR(file_.Write(rec.unit(a), 0, pieces + size_t{a - first} * kSubBlockSize,
                                          (b - a + 1) * kSubBlockSize, fills_hole));
     for (uint32_t r = a; r <= b; ++r) rec.crc[r] = PieceChecksum(pieces + size_t{r - first} * kSubBlockSize);
     return Status::OK();
   });
   if (!s.ok()) {
     for (size_t i = 0; i < ngiven; ++i) {
-      units_.Free(rec.units[given[i]]);
-      rec.units[given[i]] = kNoSlot;
+      units_.Free(rec.unit(given[i]));
+      rec.RemoveUnit(given[i]);
     }
     return s;
   }
   const uint64_t punched = MaskRange(first, last) & ~nonzero & rec.data;
   return ForEachUnitRun(rec, punched, first, last, [&](uint32_t a, uint32_t b) -> Status {
-    SNAPDISK_RETURN_IF_ERROR(file_.Punch(rec.units[a], 0, (b - a + 1) * kSubBlockSize));
+    SNAPDISK_RETURN_IF_ERROR(file_.Punch(rec.unit(a), 0, (b - a + 1) * kSubBlockSize));
     for (uint32_t z = a; z <= b; ++z) rec.crc[z] = 0;
     return Status::OK();
   });
@@ -69,22 +68,23 @@ Status PieceLog::Write(VersionRecord& rec, uint32_t first, uint32_t last, uint64
 
 Status PieceLog::Read(const VersionRecord& rec, uint64_t mask, char* buf, bool random_access) const {
   if (mask == 0) return Status::OK();
-  return ForEachUnitRun(rec, mask, 0, static_cast<uint32_t>(rec.units.size()) - 1, [&](uint32_t a, uint32_t b) {
-    return file_.Read(rec.units[a], 0, (b - a + 1) * kSubBlockSize, buf + size_t{a} * kSubBlockSize, random_access);
+  const auto last = static_cast<uint32_t>(63 - std::countl_zero(mask));
+  return ForEachUnitRun(rec, mask, 0, last, [&](uint32_t a, uint32_t b) {
+    return file_.Read(rec.unit(a), 0, (b - a + 1) * kSubBlockSize, buf + size_t{a} * kSubBlockSize, random_access);
   });
 }
 
 void PieceLog::Prefetch(const VersionRecord& rec, uint64_t mask) const {
   if (mask == 0) return;
-  (void)ForEachUnitRun(rec, mask, 0, static_cast<uint32_t>(rec.units.size()) - 1, [&](uint32_t a, uint32_t b) {
-    file_.Prefetch(rec.units[a], 0, (b - a + 1) * kSubBlockSize);
+  const auto last = static_cast<uint32_t>(63 - std::countl_zero(mask));
+  (void)ForEachUnitRun(rec, mask, 0, last, [&](uint32_t a, uint32_t b) {
+    file_.Prefetch(rec.unit(a), 0, (b - a + 1) * kSubBlockSize);
     return Status::OK();
   });
 }
 
 void PieceLog::MarkUsed(const VersionRecord& rec) {
-  for (uint64_t u : rec.units)
-    if (u != kNoSlot) units_.MarkUsed(u);
+  for (uint64_t u : rec.units) units_.MarkUsed(u);
 }
 
 Status PieceLog::SyncBeforeIndex(bool* flushed) {

@@ -53,7 +53,7 @@ class PieceLog {
   void Prefetch(const VersionRecord& rec, uint64_t mask) const;
   // Data piece `piece` of `rec` into buf (4 KiB).
   Status ReadPiece(const VersionRecord& rec, uint32_t piece, char* buf) const {
-    return file_.Read(rec.units[piece], 0, kSubBlockSize, buf);
+    return file_.Read(rec.unit(piece), 0, kSubBlockSize, buf);
   }
 
   // Load phase at open: every unit of every record, then Finish().

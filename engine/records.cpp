@@ -183,12 +183,8 @@ std::string VersionRecord::Encode() const {
   w.U64(data);
   for (uint32_t c : crc) w.U32(c);
   if (logged()) {
-    uint64_t has = 0;
-    for (size_t i = 0; i < units.size(); ++i)
-      if (units[i] != kNoSlot) has |= uint64_t{1} << i;
-    w.U64(has);
-    for (uint64_t u : units)
-      if (u != kNoSlot) w.U64(u);
+    w.U64(unit_mask);
+    for (uint64_t u : units) w.U64(u);
   }
   return std::move(w.buffer());
 }
@@ -200,16 +196,15 @@ Status VersionRecord::Decode(std::string_view v, uint32_t pieces, VersionRecord*
   out->data = r.U64();
   out->crc.resize(pieces);
   for (uint32_t i = 0; i < pieces; ++i) out->crc[i] = r.U32();
-  out->units.clear();
+  out->ClearUnits();
   if (out->logged()) {
     const uint64_t has = r.U64();
     if (!r.ok() || (pieces < 64 && has >> pieces) || (out->data & ~has) != 0) return Damaged("block version");
-    out->units.assign(pieces, kNoSlot);
-    for (uint32_t i = 0; i < pieces; ++i)
-      if (has >> i & 1) {
-        out->units[i] = r.U64();
-        if (out->units[i] >= kLogSlot) return Damaged("block version");
-      }
+    out->unit_mask = has;
+    for (int n = std::popcount(has); n > 0; --n) {
+      out->units.push_back(r.U64());
+      if (out->units.back() >= kLogSlot) return Damaged("block version");
+    }
   }
   if (!r.ok() || !r.done() || (out->data & ~out->present) != 0) return Damaged("block version");
   return Status::OK();

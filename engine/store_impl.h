@@ -198,6 +198,11 @@ struct ImageState {
   // 64 tables at every fsync scanned ~130,000 slots for a few dozen entries.
   std::vector<DirtyKey> dirty_keys;
   DirtyShard& DirtyFor(uint64_t block) { return dirty[block % kStripes]; }
+  // Piece log units of live versions that a whole-block write moved to a
+  // slot, with the write seq of that write: the index may still durably
+  // name them until a sync that starts after that write has synced the
+  // index (then SyncImages frees them). Guarded by dirty_mu.
+  std::vector<std::pair<uint64_t, uint64_t>> retired_units;  // (seq, unit)
 
   // Guarded by StoreImpl::meta_mu_.
   int open_handles = 0;
@@ -329,8 +334,12 @@ class StoreImpl final : public Store {
   // the image's live cache; in-place overwrites of indexed versions are
   // put in the dirty set (and log) as in progress, and their entries' write
   // seq added to `marked` for the caller to stamp.
+  // A whole-block write into a piece log version moves it to a slot and
+  // adds its units to `retired`, for the caller to stamp and queue
+  // (ImageState::retired_units).
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
-                    const char* data, uint32_t len, std::vector<uint64_t*>* marked);
+                    const char* data, uint32_t len, std::vector<uint64_t*>* marked,
+                    std::vector<uint64_t>* retired);
   // Writes the image's pending live records to the index (not synced).
   // Caller may hold io_mu (either way) but no stripe.
   Status FlushPending(ImageState& img);

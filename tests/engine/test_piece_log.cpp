@@ -37,7 +37,9 @@ class PieceLogTest : public StoreTest {
     std::unique_ptr<ImageHandle> h;
     EXPECT_OK(store_->OpenImage(img, snap, false, &h));
     std::string got;
-    if (h) EXPECT_OK(ReadStr(h.get(), off, 4096, &got));
+    if (h) {
+      EXPECT_OK(ReadStr(h.get(), off, 4096, &got));
+    }
     return got;
   }
 };
@@ -75,8 +77,9 @@ TEST_F(PieceLogTest, SmallWritesAfterSnapshotLandInTheLogInWriteOrder) {
   }
   // The pieces nobody rewrote still read through to the older slots.
   const uint64_t untouched = (kImage - kBlock) + 4096 * 7;
-  if (std::find(pieces.begin(), pieces.end(), untouched) == pieces.end())
+  if (std::find(pieces.begin(), pieces.end(), untouched) == pieces.end()) {
     EXPECT_TRUE(BytesEq(Piece(img, untouched), Pattern(4096, untouched, 1), untouched));
+  }
 
   // After a reopen the units in use stay taken: new pieces go after them.
   h.reset();
@@ -123,6 +126,44 @@ TEST_F(PieceLogTest, OverwriteStaysInItsUnitAndZerosPunchIt) {
   h.reset();
   Reopen();
   EXPECT_TRUE(BytesEq(Piece(img, kOff), Pattern(4096, kOff, 4), kOff));
+}
+
+// A block first written by small writes and then rewritten whole (a restore,
+// a copy, a sequential rewrite) moves to a slot, so it reads back in one
+// request. Its units are not reused until a sync has made the record that
+// no longer names them durable: until then a crash could bring back the old
+// record, and its data must still be there.
+TEST_F(PieceLogTest, WholeBlockRewriteMovesToASlotAndFreesUnitsOnlyAfterASync) {
+  NodeId img = MakeImage("a.img");
+  auto h = OpenLive(img);
+  constexpr uint64_t kBlock3 = 3 * 64 * KiB;
+  ASSERT_OK(WriteStr(h.get(), kBlock3 + 5 * 4096, Pattern(4096, 1, 1)));
+  ASSERT_OK(WriteStr(h.get(), kBlock3 + 9 * 4096, Pattern(4096, 2, 1)));
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().allocated, 2 * 4096u);
+
+  ASSERT_OK(WriteStr(h.get(), kBlock3, Pattern(64 * KiB, kBlock3, 2)));
+  EXPECT_EQ(Blocks().allocated, 64 * KiB) << "the rewritten block did not move to a slot";
+  // Not synced yet: units 0 and 1 stay taken, a new piece gets unit 2.
+  ASSERT_OK(WriteStr(h.get(), 7 * 64 * KiB, Pattern(4096, 3, 3)));
+  EXPECT_EQ(Log().size, 3 * 4096u) << "a retired unit was reused before the sync";
+  EXPECT_TRUE(BytesEq(Piece(img, kBlock3 + 5 * 4096), Pattern(64 * KiB, kBlock3, 2).substr(5 * 4096, 4096), 0));
+
+  ASSERT_OK(h->Sync());
+  EXPECT_EQ(Log().allocated, 4096u) << "the sync did not give the retired units back";
+  ASSERT_OK(WriteStr(h.get(), 9 * 64 * KiB, Pattern(4096, 4, 4)));
+  ASSERT_OK(WriteStr(h.get(), 11 * 64 * KiB, Pattern(4096, 5, 5)));
+  EXPECT_EQ(Log().size, 3 * 4096u) << "the freed units were not handed out again";
+
+  h.reset();
+  Reopen();
+  EXPECT_TRUE(BytesEq(ReadAll(img).substr(kBlock3, 64 * KiB), Pattern(64 * KiB, kBlock3, 2), kBlock3));
+  EXPECT_TRUE(BytesEq(Piece(img, 7 * 64 * KiB), Pattern(4096, 3, 3), 0));
+  EXPECT_TRUE(BytesEq(Piece(img, 9 * 64 * KiB), Pattern(4096, 4, 4), 0));
+  EXPECT_TRUE(BytesEq(Piece(img, 11 * 64 * KiB), Pattern(4096, 5, 5), 0));
+  CheckReport report;
+  ASSERT_OK(store_->Check(&report, nullptr));
+  EXPECT_TRUE(report.clean()) << (report.problems.empty() ? "" : report.problems[0]);
 }
 
 TEST_F(PieceLogTest, ReclaimedVersionsGiveTheirUnitsBack) {

@@ -92,34 +92,46 @@ TEST_F(NoSpaceTest, FullStoreLosesNothingAcknowledgedAndRecovers) {
 class CorruptionTest : public MountFixture {};
 
 TEST_F(CorruptionTest, DamagedBlockDataReadsAsEIONeverWrongBytes) {
-  const std::string data = PatternBytes(1 * MiB, 2);
-  ASSERT_TRUE(PWrite(P("vm1.img"), 0, data, /*fsync=*/true));
+  // Whole blocks (stored in slots of data/blocks.dat) and 4 KiB pieces of
+  // fresh blocks (stored in data/pieces.dat, the piece log): docs/format.md.
+  std::string data = PatternBytes(1 * MiB, 2);
+  ASSERT_TRUE(PWrite(P("vm1.img"), 0, data, /*fsync=*/false));
+  for (uint64_t i = 0; i < 8; ++i) {
+    const uint64_t off = 2 * MiB + i * 64 * 1024 + 4096;
+    const std::string piece = PatternBytes(4096, 10 + i);
+    ASSERT_TRUE(PWrite(P("vm1.img"), off, piece, /*fsync=*/i == 7));
+    data.resize(off);
+    data += piece;
+  }
   ASSERT_NO_FATAL_FAILURE(Unmount());
 
-  // Flip one byte in every 4 KiB piece that holds data in the block file
-  // (docs/format.md: STORE/data/blocks.dat).
-  const std::string blocks = store() + "/data/blocks.dat";
-  int fd = open(blocks.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0) << blocks << ": " << ErrnoName(errno) << " (layout of docs/format.md changed?)";
-  struct stat st;
-  ASSERT_EQ(fstat(fd, &st), 0);
-  int flipped = 0;
+  // Flip one byte in every 4 KiB piece that holds data in either file.
   std::string piece(4096, '\0');
-  for (off_t off = 0; off + 4096 <= st.st_size; off += 4096) {
-    ASSERT_EQ(pread(fd, piece.data(), 4096, off), 4096);
-    if (std::all_of(piece.begin(), piece.end(), [](char c) { return c == 0; })) continue;
-    piece[1234] = static_cast<char>(piece[1234] ^ 0x5a);
-    ASSERT_EQ(pwrite(fd, piece.data(), 4096, off), 4096);
-    ++flipped;
+  for (const char* name : {"blocks.dat", "pieces.dat"}) {
+    const std::string file = store() + "/data/" + name;
+    int fd = open(file.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0) << file << ": " << ErrnoName(errno) << " (layout of docs/format.md changed?)";
+    struct stat st;
+    ASSERT_EQ(fstat(fd, &st), 0);
+    int flipped = 0;
+    for (off_t off = 0; off + 4096 <= st.st_size; off += 4096) {
+      ASSERT_EQ(pread(fd, piece.data(), 4096, off), 4096);
+      if (std::all_of(piece.begin(), piece.end(), [](char c) { return c == 0; })) continue;
+      piece[1234] = static_cast<char>(piece[1234] ^ 0x5a);
+      ASSERT_EQ(pwrite(fd, piece.data(), 4096, off), 4096);
+      ++flipped;
+    }
+    close(fd);
+    EXPECT_GT(flipped, 0) << "no data found in " << file;
   }
-  close(fd);
-  ASSERT_GT(flipped, 0) << "no data found in " << blocks;
 
   ASSERT_NO_FATAL_FAILURE(Mount());
-  fd = open(P("vm1.img").c_str(), O_RDONLY);
+  int fd = open(P("vm1.img").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0) << ErrnoName(errno);
-  int eio = 0, wrong = 0, other = 0;
+  int eio = 0, wrong = 0, other = 0, stored = 0;
   for (uint64_t off = 0; off < data.size(); off += 4096) {
+    if (std::all_of(data.begin() + off, data.begin() + off + 4096, [](char c) { return c == 0; })) continue;
+    ++stored;
     ssize_t n = pread(fd, piece.data(), 4096, static_cast<off_t>(off));
     if (n == 4096) {
       if (piece.compare(0, 4096, data, off, 4096) != 0) ++wrong;
@@ -132,7 +144,7 @@ TEST_F(CorruptionTest, DamagedBlockDataReadsAsEIONeverWrongBytes) {
   }
   close(fd);
   EXPECT_EQ(wrong, 0) << "a damaged piece was returned as data instead of EIO";
-  EXPECT_GT(eio, 0) << "no read failed although every stored piece was damaged";
+  EXPECT_EQ(eio, stored) << "every stored piece was damaged, in both files";
   EXPECT_EQ(other, 0);
   std::string log = DaemonLog();
   std::transform(log.begin(), log.end(), log.begin(), ::tolower);
