@@ -9,15 +9,17 @@
 // write): 4 KiB writes after a snapshot took 13.5-15 µs against 9.5-10 µs
 // before it, 0.69-0.77 of the rate (bench/README.md). Units handed out in
 // ascending order make those pieces adjacent in the file, where ext4 merges
-// them: in the same measurement the rate after was 1.01-1.08 of the rate before.
+// them: with the log the rate after was 0.95-1.01 of the rate before.
 // A whole-block write still gets a slot, so data written in bulk lies in
-// block order and streams back.
+// block order and streams back; one into a piece log version moves that
+// version to a slot (StoreImpl::WriteBlock).
 //
 // Units, like slots, are not persisted: at open every unit a version record
 // names is in use (MarkUsed), the others are free, so a crash never leaks
 // or double-allocates one. A version keeps a unit until the version itself
-// is reclaimed (Free), even if its piece is punched (written with zeros):
-// a unit is never reused while any record, synced or not, may name it.
+// is reclaimed (Free), even if its piece is punched (written with zeros),
+// or until a sync after it moved to a slot (ImageState::retired_units): a
+// unit is never reused while any record, synced or not, may name it.
 //
 // Thread-safety: as DataFile and SlotAllocator. Calls on one VersionRecord
 // must not overlap (the caller holds the block's stripe).
