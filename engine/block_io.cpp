@@ -912,7 +912,6 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkp
   }
   // In-place writes that completed before this sync are now durable with
   // their checksums: drop them from the dirty log.
-  std::vector<uint64_t> freed_units;
   for (ImageState* img : images) {
     std::vector<keys::VersionKeyBytes> done;
     std::lock_guard l(img->dirty_mu);
@@ -928,16 +927,22 @@ Status StoreImpl::SyncImages(const std::vector<ImageState*>& images, bool checkp
     // Under dirty_mu: a writer re-dirtying one of these keys must find it
     // released, so that it logs it again.
     if (!done.empty()) dirty_log_.Release(done);
-    // Units retired by writes before this sync: no durable record names
-    // them any more, so they may hold someone else's data from now on.
+  }
+  FreeRetiredUnits(images, seq);
+  return Status::OK();
+}
+
+void StoreImpl::FreeRetiredUnits(const std::vector<ImageState*>& images, uint64_t seq) {
+  std::vector<uint64_t> freed;
+  for (ImageState* img : images) {
+    std::lock_guard l(img->dirty_mu);
     std::erase_if(img->retired_units, [&](const std::pair<uint64_t, uint64_t>& r) {
       if (r.first > seq) return false;
-      freed_units.push_back(r.second);
+      freed.push_back(r.second);
       return true;
     });
   }
-  log_.Free(&freed_units, [] {});
-  return Status::OK();
+  log_.Free(&freed, [] {});
 }
 
 uint64_t StoreImpl::NextBlockWithVersion(NodeId image, uint64_t from, uint64_t end, uint64_t min_gen,

@@ -348,15 +348,20 @@ Status StoreImpl::GcImage(NodeId image) {
   }
   ReaderSet set(std::move(readers));
   // Pending live records are invisible to the scan below; flushed, they are
-  // judged like the rest (and an image being dropped leaks no slot).
+  // judged like the rest (and an image being dropped leaks no slot). The
+  // first synced commit below makes them durable too, which is what lets
+  // the piece log units retired before this point go (FreeRetiredUnits).
+  const uint64_t flushed_seq = write_seq_.load();
   SNAPDISK_RETURN_IF_ERROR(FlushPending(*st));
   rocksdb::WriteBatch batch;
   std::vector<uint64_t> freed, freed_units;
+  bool synced = false;
   auto flush = [&]() -> Status {
     if (batch.Count() == 0) return Status::OK();
     // Synced before the slots are reused: a crash must never bring back a
     // record that names a slot holding someone else's data.
     SNAPDISK_RETURN_IF_ERROR(Commit(&batch, true, "reclaim block versions"));
+    synced = true;
     // A punch holds the data file's inode lock, which every data write
     // takes too, and a loop of punches kept it nearly all the time: a
     // 4 KiB write load fell from ~30k to ~4k writes/s while a deleted
@@ -406,6 +411,7 @@ Status StoreImpl::GcImage(NodeId image) {
     return Status::OK();
   }));
   SNAPDISK_RETURN_IF_ERROR(flush());
+  if (synced) FreeRetiredUnits({st.get()}, flushed_seq);
 
   if (drop_node) {
     std::vector<NodeId> bases;

@@ -298,6 +298,12 @@ class StoreImpl final : public Store {
   Status WriteRange(ImageState& img, uint64_t offset, const char* data, uint64_t len,
                     bool zeros);
   Status SyncImage(ImageState& img);
+  // Frees the piece log units that writes with a seq up to `seq` retired
+  // from `images` (ImageState::retired_units). Only once the index has
+  // durably dropped every record naming them: after a sync of the index
+  // that started when write_seq_ was at least `seq` and that followed a
+  // FlushPending of those images.
+  void FreeRetiredUnits(const std::vector<ImageState*>& images, uint64_t seq);
   // Makes every write to `images` completed before the call durable, with
   // one data sync and one index log sync for all of them. Without
   // `checkpoint`, a sync whose only unsynced index changes are checksums of

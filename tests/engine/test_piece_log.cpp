@@ -32,6 +32,11 @@ class PieceLogTest : public StoreTest {
   }
   FileUse Log() { return Use("pieces.dat"); }
   FileUse Blocks() { return Use("blocks.dat"); }
+  void ExpectCheckClean() {
+    CheckReport report;
+    ASSERT_OK(store_->Check(&report, nullptr));
+    EXPECT_TRUE(report.clean()) << (report.problems.empty() ? "" : report.problems[0]);
+  }
   // The 4 KiB piece at `off` of the live image or a snapshot.
   std::string Piece(NodeId img, uint64_t off, SnapshotId snap = kLive) {
     std::unique_ptr<ImageHandle> h;
@@ -92,9 +97,7 @@ TEST_F(PieceLogTest, SmallWritesAfterSnapshotLandInTheLogInWriteOrder) {
   EXPECT_TRUE(BytesEq(Piece(img, more), Pattern(4096, more, 3), more));
   for (uint64_t off : pieces) ASSERT_TRUE(BytesEq(Piece(img, off), Pattern(4096, off, 2), off));
 
-  CheckReport report;
-  ASSERT_OK(store_->Check(&report, nullptr));
-  EXPECT_TRUE(report.clean()) << (report.problems.empty() ? "" : report.problems[0]);
+  ExpectCheckClean();
 }
 
 TEST_F(PieceLogTest, OverwriteStaysInItsUnitAndZerosPunchIt) {
@@ -161,9 +164,24 @@ TEST_F(PieceLogTest, WholeBlockRewriteMovesToASlotAndFreesUnitsOnlyAfterASync) {
   EXPECT_TRUE(BytesEq(Piece(img, 7 * 64 * KiB), Pattern(4096, 3, 3), 0));
   EXPECT_TRUE(BytesEq(Piece(img, 9 * 64 * KiB), Pattern(4096, 4, 4), 0));
   EXPECT_TRUE(BytesEq(Piece(img, 11 * 64 * KiB), Pattern(4096, 5, 5), 0));
-  CheckReport report;
-  ASSERT_OK(store_->Check(&report, nullptr));
-  EXPECT_TRUE(report.clean()) << (report.problems.empty() ? "" : report.problems[0]);
+  ExpectCheckClean();
+}
+
+// Units retired by a rewrite and never released by a sync must not outlive
+// the image: removing it and collecting gives everything back.
+TEST_F(PieceLogTest, RemovingAnImageFreesUnitsItsRewritesRetired) {
+  NodeId img = MakeImage("a.img");
+  {
+    auto h = OpenLive(img);
+    for (uint64_t b = 0; b < 8; ++b) ASSERT_OK(WriteStr(h.get(), b * 64 * KiB + 4096, Pattern(4096, b, 1)));
+    ASSERT_OK(h->Sync());
+    for (uint64_t b = 0; b < 8; ++b) ASSERT_OK(WriteStr(h.get(), b * 64 * KiB, Pattern(64 * KiB, b, 2)));
+  }
+  EXPECT_EQ(Log().allocated, 8 * 4096u);
+  ASSERT_OK(store_->RemoveImage(kRootNode, "a.img", true));
+  ASSERT_OK(store_->CollectGarbage());
+  EXPECT_EQ(Log().allocated, 0u) << "units retired by the rewrite leaked";
+  EXPECT_EQ(Blocks().allocated, 0u);
 }
 
 TEST_F(PieceLogTest, ReclaimedVersionsGiveTheirUnitsBack) {
