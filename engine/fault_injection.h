@@ -2,7 +2,7 @@
 // file run on faulty I/O that the test controls.
 //
 // FaultHooks owns two wrappers around the real I/O:
-// - under the data file (a DataFileIo, engine/data_file.h): pwrite, punch
+// - under the data files (a DataFileIo, engine/data_file.h): pwrite, punch
 //   and fdatasync can fail with any errno, pwrite can be short;
 // - under RocksDB (a rocksdb::FileSystemWrapper): appends, syncs and file
 //   creation can fail (ENOSPC -> IOStatus::NoSpace, anything else -> IOError),
@@ -34,9 +34,9 @@
 namespace snapdisk::engine {
 
 enum class FaultOp {
-  kDataWrite,    // pwrite to data/blocks.dat
-  kDataPunch,    // hole punch in data/blocks.dat
-  kDataSync,     // fdatasync of data/blocks.dat
+  kDataWrite,    // pwrite to data/blocks.dat or data/pieces.dat
+  kDataPunch,    // hole punch in either data file
+  kDataSync,     // fdatasync (or write-back wait) of either data file
   kIndexCreate,  // creating any RocksDB file
   kIndexWrite,   // Append / PositionedAppend to any RocksDB file
   kIndexSync,    // Sync / Fsync of any RocksDB file

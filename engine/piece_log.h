@@ -85,8 +85,11 @@ class PieceLog {
   DataFile file_;  // block size = one piece: unit u is [u * 4 KiB, (u+1) * 4 KiB)
   SlotAllocator units_;
   // Something was written or punched since the last sync (which clears it
-  // before it starts): a log that only served reads needs no sync.
-  std::atomic<bool> written_{false};
+  // before it starts): a log that only served reads needs no sync. True at
+  // first: a process killed before its sync leaves its writes in the page
+  // cache, and the crash repair at open (RecoverDirty) records checksums of
+  // those bytes, so its Sync must make them durable.
+  std::atomic<bool> written_{true};
 };
 
 template <typename Pause>

@@ -577,6 +577,29 @@ TEST_F(FaultTest, SnapshotSurvivesPowerLossAfterTheNextImageSync) {
   ExpectClean();
 }
 
+// A killed process leaves its unsynced writes in the page cache. The crash
+// repair at open records checksums of those bytes and commits them synced,
+// so it must first make the bytes durable in both data files: the piece
+// log's too, although this process has not written to it yet.
+TEST_F(FaultTest, CrashRepairSyncsThePieceLogItReadFrom) {
+  NodeId img = MakeImage("a.img");
+  {
+    auto h = OpenLive(img);
+    ASSERT_OK(WriteStr(h.get(), 4 * KiB, Pattern(4 * KiB, 4 * KiB, 1)));  // a piece log version
+    ASSERT_OK(h->Sync());
+    ASSERT_OK(WriteStr(h.get(), 4 * KiB, Pattern(4 * KiB, 4 * KiB, 2)));  // in place: dirty log
+  }
+  hooks_.Crash();  // killed before any sync
+  store_.reset();
+  hooks_.Restart();
+  const uint64_t data_syncs = hooks_.Calls(FaultOp::kDataSync);
+  OpenFaulty();
+  EXPECT_GE(hooks_.Calls(FaultOp::kDataSync) - data_syncs, 2u)
+      << "the repair did not sync both blocks.dat and pieces.dat before committing checksums";
+  EXPECT_BYTES_EQ(ReadAll(img).substr(4 * KiB, 4 * KiB), Pattern(4 * KiB, 4 * KiB, 2), 4 * KiB);
+  ExpectClean();
+}
+
 // What the index holds at open may come from a log a killed process never
 // synced: the first image sync after an open syncs the index even when it
 // only follows in-place overwrites.
