@@ -346,10 +346,14 @@ class StoreImpl final : public Store {
   Status WriteBlock(ImageState& img, uint64_t live_gen, uint64_t block, uint32_t off,
                     const char* data, uint32_t len, std::vector<uint64_t*>* marked,
                     std::vector<uint64_t>* retired);
+  // Who runs a flush: the flusher thread gives its vCPU up between index
+  // writes (block_io.cpp, WriteInKeyOrder); a caller that waits for the
+  // flush does not.
+  enum class FlushBy { kCaller, kFlusher };
   // Writes the image's pending live records to the index (not synced).
   // Caller may hold io_mu (either way) but no stripe.
-  Status FlushPending(ImageState& img);
-  Status FlushAllPending();
+  Status FlushPending(ImageState& img, FlushBy by = FlushBy::kCaller);
+  Status FlushAllPending(FlushBy by = FlushBy::kCaller);
   // Ends the live generation's caching for a snapshot: moves the live
   // caches into a sealed batch of generation `gen` (the caller then asks the
   // flusher to index it, QueueFlush). Caller holds io_mu exclusively (no
