@@ -52,6 +52,16 @@ class FaultTest : public StoreTest {
     ASSERT_OK(h->Sync());
     ASSERT_EQ(hooks_.Calls(FaultOp::kWalSync), log_syncs) << "the index log was synced";
   }
+  // After an index write failed, RocksDB may still be recovering for a
+  // moment: retries the sync until it succeeds or 30 s have passed, and
+  // returns the last result.
+  Status SyncOnceTheIndexResumes(ImageHandle* h) {
+    Status synced;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!(synced = h->Sync()).ok() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return synced;
+  }
   void ExpectClean() {
     CheckReport report;
     ASSERT_OK(store_->Check(&report, {}));
@@ -396,12 +406,7 @@ TEST_F(FaultTest, PendingRecordsReachTheIndexInSmallWrites) {
   EXPECT_STATUS(kNoSpace, h->Sync());
   EXPECT_GT(hooks_.Injected(FaultOp::kWalWrite), 0u);
   hooks_.ClearAll();
-  // RocksDB may still be recovering from the failed write for a moment.
-  Status synced;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!(synced = h->Sync()).ok() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_OK(synced);
+  ASSERT_OK(SyncOnceTheIndexResumes(h.get()));
   h.reset();
   CrashAndReopen(DropMode::kAll);
   EXPECT_BYTES_EQ(ReadAll(img), v, 0);
@@ -438,12 +443,7 @@ TEST_F(FaultTest, SnapshotCommitFailureKeepsUnindexedWrites) {
     v.replace(off, d.size(), d);
   }
   EXPECT_BYTES_EQ(ReadAll(img), v, 0);
-  // RocksDB may still be recovering from the failed write for a moment.
-  Status synced;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!(synced = h->Sync()).ok() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_OK(synced);
+  ASSERT_OK(SyncOnceTheIndexResumes(h.get()));
   h.reset();
   ReopenFaulty();
   EXPECT_BYTES_EQ(ReadAll(img), v, 0);
