@@ -402,7 +402,8 @@ TEST_F(FaultTest, PendingRecordsReachTheIndexInSmallWrites) {
       << "640 pending records reached the index log in fewer writes than 32 records each allow";
 
   write_pieces(kPiece, 5000);  // in place: 640 changed records
-  hooks_.Fail(FaultOp::kWalWrite, ENOSPC, /*skip=*/4);  // the third write of the flush, or so
+  // The fifth of the flush's 20 writes fails (each made one log append above).
+  hooks_.Fail(FaultOp::kWalWrite, ENOSPC, /*skip=*/4);
   EXPECT_STATUS(kNoSpace, h->Sync());
   EXPECT_GT(hooks_.Injected(FaultOp::kWalWrite), 0u);
   hooks_.ClearAll();
